@@ -1,0 +1,40 @@
+"""Time the full 8 x 8 cost table of ResNet-50 (ImageNet shape) on every preset.
+
+Target (issue 2): under 50 ms per preset on a 2-core machine. Layer extraction (one forward
+pass of PyTorch) is done once and timed apart; the table itself is pure numpy.
+
+    python benchmarks/bench_cost_table.py
+"""
+
+from __future__ import annotations
+
+import time
+
+from haq.hardware import list_hardware, load_hardware
+from haq.hardware.table import cost_table
+from haq.layers import extract_layers
+from haq.models import create_model
+
+
+def main(repeats: int = 20) -> None:
+    t0 = time.perf_counter()
+    layers = extract_layers(create_model("resnet50"), (3, 224, 224))
+    print(
+        f"extract_layers(resnet50): {len(layers)} layers in {(time.perf_counter() - t0) * 1e3:.0f} ms"
+    )
+    for name in list_hardware():
+        hw = load_hardware(name)
+        cost_table(layers, hw)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            cost_table(layers, hw)
+            times.append(time.perf_counter() - t)
+        best, median = min(times), sorted(times)[len(times) // 2]
+        print(
+            f"{name:12s} full [54, 8, 8] table: median {median * 1e3:.2f} ms, best {best * 1e3:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The ``haq`` command: a thin layer that parses arguments, calls the library, prints.
+
+Every user mistake surfaces as a :class:`~haq.errors.HaqError` and is printed as one line
+(``haq: error: ...``) with exit status 2; there are no tracebacks for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from haq.errors import HaqError
+
+DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError as err:
+        raise HaqError(f"--input-shape {text!r} must look like 3,224,224") from err
+    if len(dims) != 3 or min(dims) < 1:
+        raise HaqError(f"--input-shape {text!r} must be three positive numbers C,H,W")
+    return dims  # type: ignore[return-value]
+
+
+def _load_model(spec: str, checkpoint: str | None) -> tuple[Any, tuple[int, int, int] | None]:
+    """(model, input shape from the checkpoint or None)."""
+    from haq.checkpoint import builtin_checkpoint, load_checkpoint
+    from haq.models import load_model_spec
+
+    if checkpoint:
+        model, meta = load_checkpoint(checkpoint, spec)
+        return model, meta.input_shape
+    if builtin_checkpoint(spec) is not None:
+        model, meta = load_checkpoint(builtin_checkpoint(spec), spec)  # type: ignore[arg-type]
+        return model, meta.input_shape
+    return load_model_spec(spec), None
+
+
+# --- haq cost ----------------------------------------------------------------------------
+def cmd_cost(args: argparse.Namespace) -> int:
+    from haq.costing import model_cost_table, policy_report
+    from haq.models import default_input_shape, load_model_spec
+    from haq.policy import Policy
+
+    model = load_model_spec(args.model)
+    shape = parse_shape(args.input_shape) if args.input_shape else default_input_shape(args.model)
+    table = model_cost_table(model, shape, args.hardware, args.batch, args.model)
+    policy = Policy.parse(args.policy, table.layer_names)
+    report = policy_report(table, policy)
+    if args.table:
+        table.save(args.table)
+    if args.haq_npy:
+        table.save_haq_npy(args.haq_npy)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(report["layers"][0]))
+        writer.writeheader()
+        writer.writerows(report["layers"])
+        print(buf.getvalue(), end="")
+    else:
+        print(format_cost_report(report))
+    for path, what in ((args.table, "cost table"), (args.haq_npy, "HAQ lookup table")):
+        if path:
+            print(f"wrote {what} to {path}", file=sys.stderr)
+    return 0
+
+
+def format_cost_report(report: dict[str, Any]) -> str:
+    from haq.textfmt import fmt_num, table
+
+    has_energy = report["total"]["energy_mj"] is not None
+    headers = ["layer", "kind", "w", "a", "MACs", "params", "latency_ms"]
+    headers += ["energy_mj"] if has_energy else []
+    headers += ["size_B", "BOPs", "bound"]
+    rows = []
+    for r in report["layers"]:
+        row = [
+            r["name"],
+            r["kind"],
+            r["w_bits"],
+            r["a_bits"],
+            r["macs"],
+            r["params"],
+            f"{r['latency_ms']:.4f}",
+        ]
+        row += [f"{r['energy_mj']:.4f}"] if has_energy else []
+        row += [r["size_bytes"], f"{r['bops']:.3g}", r["bound"]]
+        rows.append(row)
+    t = report["total"]
+    lines = [
+        f"model {report['model']}  input {report['input_shape']}  hardware {report['hardware']} "
+        f"(batch {report['batch']})  policy {report['policy']}",
+        "latency and energy are per batch; size counts quantized weights; BOPs per image",
+        "",
+        table(headers, rows, "ll" + "r" * (len(headers) - 3) + "l"),
+        "",
+        f"total latency  {t['latency_ms']:.4f} ms   ({t['latency_vs_w8a8']:.3f}x of w8a8)",
+    ]
+    if has_energy:
+        lines.append(
+            f"total energy   {t['energy_mj']:.4f} mJ   ({t['energy_vs_w8a8']:.3f}x of w8a8)"
+        )
+    else:
+        lines.append("total energy   - (no energy model for this hardware)")
+    lines += [
+        f"weight size    {fmt_num(t['size_bytes'])} B   ({t['size_vs_fp32']:.3f}x of fp32, "
+        f"{t['size_vs_w8a8']:.3f}x of w8a8; fp32 biases {fmt_num(t['bias_bytes_fp32'])} B apart)",
+        f"BOPs           {t['bops']:.4g} per image   ({t['bops_vs_w8a8']:.3f}x of w8a8)",
+        f"memory-bound   {t['memory_bound_layers']} of {len(report['layers'])} layers",
+    ]
+    return "\n".join(lines)
+
+
+# --- haq hardware ------------------------------------------------------------------------
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from haq.hardware import ARCHS, list_hardware, load_hardware
+
+    if args.action == "list":
+        for name in list_hardware():
+            hw = load_hardware(name)
+            print(f"{name:14s} {hw.arch:10s} batch {hw.batch:<3d} {hw.description}")
+        return 0
+    if not args.name:
+        raise HaqError("haq hardware show needs a preset name or a .toml path")
+    hw = load_hardware(args.name)
+    specs = ARCHS[hw.arch].FIELDS
+    print(f"{hw.name}: {hw.description}")
+    print(f"arch {hw.arch}, batch {hw.batch}, energy model: {'yes' if hw.has_energy else 'no'}")
+    for key, value in hw.params.items():
+        shown = int(value) if value == int(value) else value
+        print(f"  {key:24s} = {shown!s:10s} # {specs[key].description}")
+    return 0
+
+
+# --- haq pretrain --------------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from haq.pretrain import pretrain
+
+    path, top1 = pretrain(
+        args.model,
+        args.dataset,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(f"test top-1 {top1:.2f}%  -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from haq import __version__
+
+    p = argparse.ArgumentParser(
+        prog="haq", description="Hardware-aware mixed-precision quantization"
+    )
+    p.add_argument("--version", action="version", version=f"haq {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cost", help="per-layer latency/energy/size/BOPs of a policy on a hardware")
+    c.add_argument(
+        "--model", default="mobilenet_v2", help="registry name, module:function or file.py:function"
+    )
+    c.add_argument("--hardware", default="bismo-edge", help="preset name or path to a .toml")
+    c.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
+    c.add_argument(
+        "--input-shape", default=None, help="C,H,W (default: the model's, e.g. 3,224,224)"
+    )
+    c.add_argument("--policy", default="w8a8", help="wXaY for every layer, or a policy .json")
+    c.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    c.add_argument(
+        "--table", default=None, metavar="OUT.npz", help="also write the full [L,8,8] table"
+    )
+    c.add_argument(
+        "--haq-npy",
+        default=None,
+        metavar="OUT.npy",
+        help="also write the HAQ lookup format (cycles)",
+    )
+    c.set_defaults(func=cmd_cost)
+
+    h = sub.add_parser("hardware", help="list or show hardware presets")
+    h.add_argument("action", choices=("list", "show"))
+    h.add_argument("name", nargs="?", default=None)
+    h.set_defaults(func=cmd_hardware)
+
+    t = sub.add_parser("pretrain", help="train a reference model from scratch")
+    t.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
+    t.add_argument("--dataset", default="fashion-mnist")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    t.set_defaults(func=cmd_pretrain)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return int(args.func(args))
+    except HaqError as err:
+        print(f"haq: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("haq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

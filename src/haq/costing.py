@@ -1,0 +1,89 @@
+"""Costs of a policy for a model on a hardware: the library behind ``haq cost``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from haq.hardware import HardwareConfig, load_hardware
+from haq.hardware.table import CostTable, cost_table
+from haq.layers import extract_layers
+from haq.policy import Policy
+
+
+def model_cost_table(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    hardware: str | HardwareConfig,
+    batch: int | None = None,
+    model_name: str = "",
+) -> CostTable:
+    """Extract the layers of ``model`` and compute its full [L, 8, 8] cost table."""
+    hw = hardware if isinstance(hardware, HardwareConfig) else load_hardware(hardware)
+    hw = hw.with_batch(batch)
+    layers = extract_layers(model, input_shape)
+    meta = {"model": model_name or type(model).__name__, "input_shape": list(input_shape)}
+    return cost_table(layers, hw, meta)
+
+
+def policy_report(table: CostTable, policy: Policy) -> dict[str, Any]:
+    """Per-layer rows and totals of ``policy`` (the JSON of ``haq cost --format json``).
+
+    Latency is per batch of ``batch`` images in ms, energy per batch in mJ (None without an
+    energy model), size in bytes of quantized weights, BOPs per image. Ratios compare with
+    the same model at w8a8 on the same hardware, except ``size_vs_fp32`` (weights at 32 bits).
+    """
+    policy.check_layers(table.layer_names)
+    w, a = policy.arrays()
+    cost = table.policy_cost(w, a)
+    ref = table.uniform_cost(8)
+    rows = []
+    for i, spec in enumerate(table.layers):
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "w_bits": int(w[i]),
+                "a_bits": int(a[i]),
+                "macs": int(spec.macs),
+                "params": int(spec.n_weights),
+                "cycles": float(cost.cycles[i]),
+                "latency_ms": float(cost.latency_s[i] * 1e3),
+                "energy_mj": None if cost.energy_j is None else float(cost.energy_j[i] * 1e3),
+                "size_bytes": float(cost.size_bytes[i]),
+                "bops": float(cost.bops[i]),
+                "bound": "memory" if cost.memory_bound[i] else "compute",
+            }
+        )
+    energy = None if cost.energy_j is None else cost.total("energy")
+    total = {
+        "cycles": float(cost.cycles.sum()),
+        "latency_ms": cost.total("latency") * 1e3,
+        "energy_mj": None if energy is None else energy * 1e3,
+        "size_bytes": cost.total("size"),
+        "bias_bytes_fp32": float(table.n_bias.sum() * 4),
+        "bops": cost.total("bops"),
+        "macs": float(table.macs.sum()),
+        "latency_vs_w8a8": cost.total("latency") / ref.total("latency"),
+        "energy_vs_w8a8": None if energy is None else energy / ref.total("energy"),
+        "size_vs_w8a8": cost.total("size") / ref.total("size"),
+        "size_vs_fp32": cost.total("size") / table.fp32_size_bytes(),
+        "bops_vs_w8a8": cost.total("bops") / ref.total("bops"),
+        "memory_bound_layers": int(cost.memory_bound.sum()),
+    }
+    return {
+        "model": table.meta.get("model"),
+        "input_shape": table.meta.get("input_shape"),
+        "hardware": table.hardware.name,
+        "batch": table.hardware.batch,
+        "policy": policy.describe(),
+        "units": {
+            "latency_ms": "ms per batch",
+            "energy_mj": "mJ per batch",
+            "size_bytes": "bytes of weights",
+            "bops": "bit-ops per image",
+        },
+        "layers": rows,
+        "total": total,
+    }

@@ -1,0 +1,209 @@
+"""Datasets that work offline, and the paper's search split.
+
+Built-in names:
+
+- ``fashion-mnist`` and ``mnist``: the standard IDX ``.gz`` files, searched in ``$HAQ_DATA``
+  (or ``$HAQ_DATA/<name>``), then in ``/usr/share/datasets/<name>`` where Debian's
+  ``dataset-fashion-mnist`` package installs them. Nothing is downloaded.
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; a fixed 1,497/300 train/test
+  split), for tiny tests.
+- ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*.jpg`` and ``PATH/val/...``
+  (needs torchvision), resized to 256, centre-cropped to 224, ImageNet-normalised.
+
+The search never touches the test split: :func:`search_split` carves a fixed-seed finetune
+subset and a disjoint held-out subset out of the *training* set, as the paper does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from haq.errors import HaqError
+
+_IDX_FILES = {
+    True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# per-dataset (mean, std) of the training pixels in [0, 1]
+_NORMALISATION = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
+_HINTS = {
+    "fashion-mnist": "install Debian's package 'dataset-fashion-mnist' "
+    "(apt-get install dataset-fashion-mnist) or put the four IDX .gz files in $HAQ_DATA",
+    "mnist": "put the four MNIST IDX .gz files in $HAQ_DATA/mnist",
+}
+
+
+@dataclass
+class TensorData:
+    """A whole dataset held in memory as one image tensor (N, C, H, W) and one label tensor."""
+
+    images: Tensor
+    labels: Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def subset(self, indices: Tensor) -> TensorData:
+        return TensorData(self.images[indices], self.labels[indices], self.num_classes)
+
+
+class TensorLoader:
+    """Batches of an in-memory dataset by slicing: much faster than a DataLoader on CPU.
+
+    With ``shuffle`` the order is drawn from its own seeded generator, so two loaders with
+    the same seed yield the same batches (needed for reproducible, resumable searches).
+    """
+
+    def __init__(
+        self, data: TensorData, batch_size: int = 256, shuffle: bool = False, seed: int = 0
+    ) -> None:
+        if len(data) == 0:
+            raise HaqError("the dataset is empty")
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                sl = slice(start, start + self.batch_size)
+                yield self.data.images[sl], self.data.labels[sl]
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.data.images[idx], self.data.labels[idx]
+
+
+def _data_dirs(name: str) -> list[Path]:
+    dirs = []
+    env = os.environ.get("HAQ_DATA")
+    if env:
+        dirs += [Path(env) / name, Path(env)]
+    dirs.append(Path("/usr/share/datasets") / name)
+    return dirs
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (the MNIST format): magic, dims, then raw uint8 data."""
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _load_idx(name: str, train: bool) -> TensorData:
+    img_file, lbl_file = _IDX_FILES[train]
+    for d in _data_dirs(name):
+        if (d / img_file).is_file() and (d / lbl_file).is_file():
+            try:
+                images = _read_idx(d / img_file)
+                labels = _read_idx(d / lbl_file)
+            except (OSError, ValueError, IndexError) as err:
+                raise HaqError(f"cannot read {name} files in {d}: {err}") from err
+            mean, std = _NORMALISATION[name]
+            x = (torch.from_numpy(images.astype(np.float32) / 255.0) - mean) / std
+            return TensorData(
+                x.unsqueeze(1).contiguous(), torch.from_numpy(labels.astype(np.int64)), 10
+            )
+    searched = ", ".join(str(d) for d in _data_dirs(name))
+    raise HaqError(f"dataset {name!r} not found (searched {searched}); {_HINTS[name]}")
+
+
+def _load_digits(train: bool) -> TensorData:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise HaqError("dataset 'digits' needs scikit-learn: pip install scikit-learn") from err
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32) / 16.0
+    x = ((x - 0.3) / 0.4).unsqueeze(1)
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    idx = order[:-300] if train else order[-300:]
+    return TensorData(x[idx].contiguous(), y[idx], 10)
+
+
+def list_datasets() -> list[str]:
+    return ["digits", "fashion-mnist", "imagefolder:PATH", "mnist"]
+
+
+def load_dataset(name: str, train: bool = True) -> TensorData:
+    """Load a built-in dataset fully into memory (``train=False`` gives the test split)."""
+    if name in _NORMALISATION:
+        return _load_idx(name, train)
+    if name == "digits":
+        return _load_digits(train)
+    if name.startswith("imagefolder:"):
+        raise HaqError("imagefolder datasets are streamed: use make_loaders() instead")
+    raise HaqError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+
+
+def search_split(
+    data: TensorData, finetune_size: int, heldout_size: int, seed: int = 0
+) -> tuple[TensorData, TensorData]:
+    """Disjoint fixed-seed (finetune, held-out) subsets of a training set, as in the paper."""
+    n = len(data)
+    if n == 0:
+        raise HaqError("the dataset is empty")
+    if finetune_size + heldout_size > n:
+        raise HaqError(
+            f"finetune subset ({finetune_size}) + held-out subset ({heldout_size}) exceed "
+            f"the {n} training images; choose smaller subsets"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    heldout = order[:heldout_size]
+    finetune = order[heldout_size : heldout_size + finetune_size]
+    return data.subset(finetune), data.subset(heldout)
+
+
+def imagefolder_loaders(
+    root: str, batch_size: int = 64, workers: int = 4
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """(train, val) DataLoaders over an ImageNet-style directory tree (needs torchvision)."""
+    try:
+        from torchvision import datasets, transforms
+    except ImportError as err:
+        raise HaqError("imagefolder datasets need torchvision: pip install torchvision") from err
+    base = Path(root)
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            raise HaqError(f"imagefolder dataset: {base / split} is not a directory")
+    norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    train_tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            norm,
+        ]
+    )
+    val_tf = transforms.Compose(
+        [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]
+    )
+    train = datasets.ImageFolder(str(base / "train"), train_tf)
+    val = datasets.ImageFolder(str(base / "val"), val_tf)
+    dl = torch.utils.data.DataLoader
+    return (
+        dl(train, batch_size, shuffle=True, num_workers=workers, pin_memory=True),
+        dl(val, batch_size, shuffle=False, num_workers=workers, pin_memory=True),
+    )

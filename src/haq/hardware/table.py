@@ -1,0 +1,260 @@
+"""Cost tables: every layer's cost at all 8 x 8 (weight bits, activation bits) pairs.
+
+The search never calls a simulator: it indexes these tables. ``cost[layer, w-1, a-1]`` is
+the convention (the same as the HAQ reference code's ``.npy`` lookup tables).
+
+Units: ``latency_s`` and ``energy_j`` are for one batch of ``batch`` images on the hardware;
+``size`` is in bytes of quantized weights (biases are kept in fp32 and reported apart);
+``bops`` (MACs x w x a) is per image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from haq import __version__
+from haq.errors import HaqError
+from haq.hardware.config import HardwareConfig, parse_hardware
+from haq.layers import LayerSpec
+
+METRICS = ("latency", "energy", "size", "bops")
+METRIC_UNITS = {"latency": "s", "energy": "J", "size": "B", "bops": "bit-ops"}
+
+
+@dataclass
+class PolicyCost:
+    """Per-layer and total costs of one policy. Per-layer arrays have shape (L,)."""
+
+    w_bits: np.ndarray
+    a_bits: np.ndarray
+    cycles: np.ndarray
+    latency_s: np.ndarray
+    energy_j: np.ndarray | None
+    size_bytes: np.ndarray
+    bops: np.ndarray
+    memory_bound: np.ndarray
+
+    def total(self, metric: str) -> float:
+        """Sum over layers of ``metric`` (``latency`` s, ``energy`` J, ``size`` B, ``bops``)."""
+        if metric == "latency":
+            return float(self.latency_s.sum())
+        if metric == "energy":
+            if self.energy_j is None:
+                raise HaqError("this hardware has no energy model")
+            return float(self.energy_j.sum())
+        if metric == "size":
+            return float(self.size_bytes.sum())
+        if metric == "bops":
+            return float(self.bops.sum())
+        raise HaqError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+
+
+@dataclass
+class CostTable:
+    """Costs of one model on one hardware at every bit pair, with provenance."""
+
+    layers: list[LayerSpec]
+    hardware: HardwareConfig
+    cycles: np.ndarray
+    compute_cycles: np.ndarray
+    memory_cycles: np.ndarray
+    latency_s: np.ndarray
+    energy_j: np.ndarray | None
+    dram_bytes: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [s.name for s in self.layers]
+
+    @property
+    def n_weights(self) -> np.ndarray:
+        return np.array([s.n_weights for s in self.layers], dtype=np.float64)
+
+    @property
+    def n_bias(self) -> np.ndarray:
+        return np.array([s.n_bias for s in self.layers], dtype=np.float64)
+
+    @property
+    def macs(self) -> np.ndarray:
+        """MACs per image."""
+        return np.array([s.macs for s in self.layers], dtype=np.float64)
+
+    @property
+    def memory_bound(self) -> np.ndarray:
+        """[L, 8, 8] True where DRAM time exceeds compute time."""
+        return self.memory_cycles > self.compute_cycles
+
+    @property
+    def has_energy(self) -> bool:
+        return self.energy_j is not None
+
+    def metric_available(self, metric: str) -> bool:
+        return metric in ("latency", "size", "bops") or (metric == "energy" and self.has_energy)
+
+    def policy_cost(
+        self, w_bits: Sequence[int] | np.ndarray, a_bits: Sequence[int] | np.ndarray
+    ) -> PolicyCost:
+        """Cost of a policy given per-layer weight and activation bits (1..8)."""
+        w = np.asarray(w_bits, dtype=np.int64)
+        a = np.asarray(a_bits, dtype=np.int64)
+        n = len(self.layers)
+        if w.shape != (n,) or a.shape != (n,):
+            raise HaqError(f"a policy for this model needs {n} layers (got {w.shape[0]})")
+        if w.min() < 1 or w.max() > 8 or a.min() < 1 or a.max() > 8:
+            raise HaqError("bit widths must be within 1..8")
+        idx = (np.arange(n), w - 1, a - 1)
+        return PolicyCost(
+            w_bits=w,
+            a_bits=a,
+            cycles=self.cycles[idx],
+            latency_s=self.latency_s[idx],
+            energy_j=None if self.energy_j is None else self.energy_j[idx],
+            size_bytes=self.n_weights * w / 8.0,
+            bops=self.macs * w * a,
+            memory_bound=self.memory_bound[idx],
+        )
+
+    def uniform_cost(self, bits: int) -> PolicyCost:
+        n = len(self.layers)
+        return self.policy_cost(np.full(n, bits), np.full(n, bits))
+
+    def fp32_size_bytes(self) -> float:
+        """Weights at 32 bits: the reference of size ratios (as in the paper)."""
+        return float(self.n_weights.sum() * 4.0)
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write an ``.npz`` with arrays [L, 8, 8] and a JSON ``meta`` with units and provenance."""
+        out = Path(path)
+        meta = {
+            **self.meta,
+            "units": {
+                "cycles": "cycles",
+                "latency_s": "s per batch",
+                "energy_j": "J per batch",
+                "dram_bytes": "bytes per batch",
+            },
+            "index": "[layer, w_bits-1, a_bits-1]",
+            "hardware": self.hardware.to_dict(),
+            "layers": [s.to_dict() for s in self.layers],
+            "haq_version": __version__,
+        }
+        arrays = {
+            "cycles": self.cycles,
+            "compute_cycles": self.compute_cycles,
+            "memory_cycles": self.memory_cycles,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j
+            if self.energy_j is not None
+            else np.full_like(self.cycles, np.nan),
+            "dram_bytes": self.dram_bytes,
+            "layer_names": np.array(self.layer_names),
+            "meta": np.array(json.dumps(meta)),
+        }
+        try:
+            with out.open("wb") as fh:
+                np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        except OSError as err:
+            raise HaqError(f"cannot write cost table {str(out)!r}: {err}") from err
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostTable:
+        try:
+            data = np.load(path, allow_pickle=False)
+            meta = json.loads(str(data["meta"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise HaqError(f"{path}: not a haq cost table ({err})") from err
+        hw_dict = dict(meta.pop("hardware"))
+        hw_dict.pop("source", None)
+        hw = parse_hardware(hw_dict, f"{path} (hardware)")
+        layers = [_layer_from_dict(d) for d in meta.pop("layers")]
+        energy = data["energy_j"]
+        return cls(
+            layers=layers,
+            hardware=hw,
+            cycles=data["cycles"],
+            compute_cycles=data["compute_cycles"],
+            memory_cycles=data["memory_cycles"],
+            latency_s=data["latency_s"],
+            energy_j=None if np.isnan(energy).all() else energy,
+            dram_bytes=data["dram_bytes"],
+            meta=meta,
+        )
+
+    def save_haq_npy(self, path: str | Path) -> Path:
+        """The HAQ reference code's lookup format: int64 [layers, 8, 8], here in cycles.
+
+        The reference code only uses ratios of table entries, so any unit works; we write
+        cycles of this hardware (divide by its clock for seconds).
+        """
+        out = Path(path)
+        try:
+            np.save(out, np.rint(self.cycles).astype(np.int64))
+        except OSError as err:
+            raise HaqError(f"cannot write {str(out)!r}: {err}") from err
+        return out
+
+    def with_haq_npy(self, path: str | Path) -> CostTable:
+        """This table with latency taken from a HAQ-format ``.npy`` (entries read as cycles
+        of this hardware's clock). Layer count must match."""
+        try:
+            arr = np.load(path, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as err:
+            raise HaqError(f"{path}: cannot read HAQ lookup table ({err})") from err
+        n = len(self.layers)
+        if arr.shape != (n, 8, 8):
+            raise HaqError(
+                f"{path}: HAQ lookup table has shape {arr.shape}; this model needs ({n}, 8, 8)"
+            )
+        clock_hz = self.hardware.params.get("clock_mhz", 1.0) * 1e6
+        return CostTable(
+            layers=self.layers,
+            hardware=self.hardware,
+            cycles=arr,
+            compute_cycles=arr,
+            memory_cycles=np.zeros_like(arr),
+            latency_s=arr / clock_hz,
+            energy_j=self.energy_j,
+            dram_bytes=self.dram_bytes,
+            meta={**self.meta, "latency_from": str(path)},
+        )
+
+
+def _layer_from_dict(d: dict[str, Any]) -> LayerSpec:
+    args = dict(d)
+    for key in ("kernel", "stride", "padding", "in_hw", "out_hw"):
+        args[key] = tuple(args[key])
+    return LayerSpec(**args)
+
+
+def cost_table(
+    layers: Sequence[LayerSpec],
+    hardware: HardwareConfig,
+    meta: dict[str, Any] | None = None,
+) -> CostTable:
+    """Compute the full table of ``layers`` on ``hardware`` in one vectorised pass."""
+    from haq.hardware import ARCHS
+
+    if not layers:
+        raise HaqError("no layers to cost")
+    c = ARCHS[hardware.arch].costs(layers, hardware)
+    info = {"batch": hardware.batch, **(meta or {})}
+    return CostTable(
+        layers=list(layers),
+        hardware=hardware,
+        cycles=c.cycles,
+        compute_cycles=c.compute_cycles,
+        memory_cycles=c.memory_cycles,
+        latency_s=c.latency_s,
+        energy_j=c.energy_j,
+        dram_bytes=c.dram_bytes,
+        meta=info,
+    )

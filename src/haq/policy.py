@@ -1,0 +1,188 @@
+"""Bit policies: per-layer weight and activation bit widths, keyed by layer name.
+
+A policy is what ``haq cost``, ``haq eval``, ``haq search`` and ``haq export`` exchange. Its
+JSON form (schema in docs/policy-schema.md) is versioned::
+
+    {"format": "haq-policy", "version": 1, "mode": "linear",
+     "layers": [{"name": "features.0.0", "w_bits": 8, "a_bits": 8}, ...],
+     ... optional provenance: hardware, budgets, cost, accuracy ...}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from haq.errors import HaqError
+
+POLICY_FORMAT = "haq-policy"
+POLICY_VERSION = 1
+MIN_BITS, MAX_BITS = 1, 8
+MODES = ("linear", "kmeans")
+_UNIFORM = re.compile(r"^w(\d+)a(\d+)$")
+
+
+def _check_bits(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
+        raise HaqError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS} (got {value!r})")
+    return value
+
+
+@dataclass
+class Policy:
+    """Ordered per-layer bits. ``w_bits[i]``/``a_bits[i]`` belong to ``names[i]``."""
+
+    names: list[str]
+    w_bits: list[int]
+    a_bits: list[int]
+    mode: str = "linear"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (len(self.names) == len(self.w_bits) == len(self.a_bits)):
+            raise HaqError("policy: names, w_bits and a_bits must have the same length")
+        if self.mode not in MODES:
+            raise HaqError(f"policy: mode {self.mode!r} is not one of {', '.join(MODES)}")
+        seen: set[str] = set()
+        for name, w, a in zip(self.names, self.w_bits, self.a_bits, strict=True):
+            if name in seen:
+                raise HaqError(f"policy: layer {name!r} appears twice")
+            seen.add(name)
+            _check_bits(w, f"policy: w_bits of layer {name!r}")
+            _check_bits(a, f"policy: a_bits of layer {name!r}")
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def uniform(cls, spec: str, names: Sequence[str], mode: str = "linear") -> Policy:
+        """``"w4a6"`` for every layer."""
+        m = _UNIFORM.match(spec.strip().lower())
+        if not m:
+            raise HaqError(f"policy {spec!r} is neither 'wXaY' (e.g. w4a6) nor a .json file")
+        w = _check_bits(int(m.group(1)), f"policy {spec!r}: weight bits")
+        a = _check_bits(int(m.group(2)), f"policy {spec!r}: activation bits")
+        return cls(list(names), [w] * len(names), [a] * len(names), mode)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        names: Sequence[str],
+        w_bits: Sequence[int],
+        a_bits: Sequence[int],
+        mode: str = "linear",
+        info: dict[str, Any] | None = None,
+    ) -> Policy:
+        return cls(
+            list(names), [int(b) for b in w_bits], [int(b) for b in a_bits], mode, info or {}
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "policy") -> Policy:
+        if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
+            raise HaqError(f'{where}: not a haq policy file (missing "format": "{POLICY_FORMAT}")')
+        version = data.get("version")
+        if version != POLICY_VERSION:
+            raise HaqError(
+                f"{where}: policy version {version!r} is not supported "
+                f"(this haq reads version {POLICY_VERSION}); re-export it with a matching haq"
+            )
+        layers = data.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise HaqError(f"{where}: 'layers' must be a non-empty list")
+        names, ws, as_ = [], [], []
+        for i, entry in enumerate(layers):
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise HaqError(f"{where}: layers[{i}] needs 'name', 'w_bits' and 'a_bits'")
+            for key in ("w_bits", "a_bits"):
+                if key not in entry:
+                    raise HaqError(f"{where}: layer {entry['name']!r} has no {key!r}")
+            names.append(str(entry["name"]))
+            ws.append(entry["w_bits"])
+            as_.append(entry["a_bits"])
+        info = {k: v for k, v in data.items() if k not in ("format", "version", "layers", "mode")}
+        try:
+            return cls(names, ws, as_, data.get("mode", "linear"), info)
+        except HaqError as err:
+            raise HaqError(f"{where}: {str(err).removeprefix('policy: ')}") from err
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except OSError as err:
+            raise HaqError(f"cannot read policy file {str(p)!r}: {err.strerror}") from err
+        except json.JSONDecodeError as err:
+            raise HaqError(f"{p}: malformed JSON: {err}") from err
+        return cls.from_dict(data, str(p))
+
+    @classmethod
+    def parse(cls, spec: str, names: Sequence[str], mode: str = "linear") -> Policy:
+        """A CLI policy argument: ``wXaY`` or a path to a policy JSON, checked against ``names``."""
+        if spec.endswith(".json") or Path(spec).is_file():
+            policy = cls.load(spec)
+            policy.check_layers(names)
+            return policy
+        return cls.uniform(spec, names, mode)
+
+    # --- use ---------------------------------------------------------------------------
+    def check_layers(self, names: Sequence[str]) -> None:
+        """Raise if this policy's layers are not exactly ``names`` in that order."""
+        want, have = list(names), self.names
+        if want == have:
+            return
+        unknown = [n for n in have if n not in set(want)]
+        missing = [n for n in want if n not in set(have)]
+        if unknown:
+            raise HaqError(f"policy names layer {unknown[0]!r}, which the model does not have")
+        if missing:
+            raise HaqError(f"policy has no bits for layer {missing[0]!r} of the model")
+        raise HaqError("policy lists the model's layers in another order")
+
+    def bits_of(self, name: str) -> tuple[int, int]:
+        i = self.names.index(name)
+        return self.w_bits[i], self.a_bits[i]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.w_bits, dtype=np.int64), np.asarray(self.a_bits, dtype=np.int64)
+
+    def key(self) -> tuple[tuple[int, int], ...]:
+        """Hashable identity of the bits (for caches)."""
+        return tuple(zip(self.w_bits, self.a_bits, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": POLICY_FORMAT,
+            "version": POLICY_VERSION,
+            "mode": self.mode,
+            "layers": [
+                {"name": n, "w_bits": w, "a_bits": a}
+                for n, w, a in zip(self.names, self.w_bits, self.a_bits, strict=True)
+            ],
+            **self.info,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a temp file, then rename, so a crash never leaves half a policy."""
+        out = Path(path)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.replace(out)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise HaqError(f"cannot write policy {str(out)!r}: {err.strerror}") from err
+        return out
+
+    def describe(self) -> str:
+        """Compact text: ``w8a8`` when uniform, else per-layer pairs."""
+        pairs = set(self.key())
+        if len(pairs) == 1:
+            w, a = next(iter(pairs))
+            return f"w{w}a{a}"
+        return " ".join(f"{w}/{a}" for w, a in self.key())

@@ -1,0 +1,164 @@
+"""Finetuning, evaluation and from-scratch training on CPU or CUDA.
+
+The device is chosen automatically (CUDA when available) and can be overridden with
+``device="cpu"`` / ``"cuda:1"``. Loops longer than a few seconds show a progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from haq.errors import HaqError
+
+Batches = Iterable[tuple[Tensor, Tensor]]
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise HaqError(f"device {device!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 / top-5 accuracy in percent over ``n_images``, and the mean loss."""
+
+    top1: float
+    top5: float
+    loss: float
+    n_images: int
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Batches,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> Accuracy:
+    """Top-1/top-5 accuracy (%) of ``model`` on ``loader``; the model is left in eval mode."""
+    dev = pick_device(device) if device is not None else _model_device(model)
+    model.to(dev).eval()
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    n = 0
+    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        out = model(x)
+        loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+        k = min(5, out.shape[1])
+        top = out.topk(k, dim=1).indices
+        hit = top.eq(y.unsqueeze(1))
+        correct1 += int(hit[:, 0].sum())
+        correct5 += int(hit.any(dim=1).sum())
+        n += int(y.numel())
+    if n == 0:
+        raise HaqError("cannot evaluate on an empty dataset")
+    if not math.isfinite(loss_sum):
+        raise HaqError("the model produced NaN/inf outputs during evaluation")
+    return Accuracy(100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum / n, n)
+
+
+def _cycle(loader: Batches, steps: int) -> Iterable[tuple[Tensor, Tensor]]:
+    done = 0
+    while done < steps:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+            done += 1
+            if done >= steps:
+                return
+        if empty:
+            raise HaqError("cannot finetune on an empty dataset")
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2) -> Tensor:
+    """Random shift by up to ``pad`` pixels and random horizontal flip, batch-wise."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    out = padded[:, :, dy : dy + h, dx : dx + w]
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1).to(x.device), out.flip(3), out)
+
+
+def finetune(
+    model: nn.Module,
+    loader: Batches,
+    steps: int | None = None,
+    epochs: float | None = None,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 4e-5,
+    schedule: str = "cosine",
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    augment: bool = False,
+    label_smoothing: float = 0.0,
+    progress: bool | None = None,
+) -> nn.Module:
+    """Train ``model`` in place with SGD + momentum for ``steps`` batches or ``epochs`` passes.
+
+    ``schedule`` is ``"cosine"`` (decay to 0) or ``"constant"``. A NaN/inf loss stops with a
+    :class:`HaqError` instead of going on to report a meaningless accuracy. Returns the model.
+    """
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps or epochs")
+    if steps is None:
+        try:
+            per_epoch = len(loader)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise ValueError("epochs needs a loader with a length; give steps") from err
+        steps = max(1, round(float(epochs or 0) * per_epoch))
+    if steps <= 0:
+        return model
+    if seed is not None:
+        torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    dev = pick_device(device) if device is not None else _model_device(model)
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    show = steps >= 200 if progress is None else progress
+    bar = tqdm(total=steps, desc="finetune", leave=False, disable=not show)
+    for step, (x, y) in enumerate(_cycle(loader, steps)):
+        if schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if augment:
+            x = augment_batch(x, gen)
+        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise HaqError(
+                f"finetuning diverged: the loss became {float(loss)} at step {step}; "
+                "lower the learning rate or raise the bit widths"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    bar.close()
+    model.eval()
+    return model

@@ -1,0 +1,80 @@
+"""Shared fixtures: small real models and layer specs built by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from haq.layers import LayerSpec
+
+
+def conv_spec(
+    ic: int, oc: int, k: int, hw: int, stride: int = 1, groups: int = 1, name: str = "conv"
+) -> LayerSpec:
+    """A LayerSpec for a 'same'-padded conv, computed by hand (no torch involved)."""
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    kind = "depthwise" if groups > 1 and groups == ic else ("pointwise" if k == 1 else "conv")
+    n_w = oc * (ic // groups) * k * k
+    return LayerSpec(
+        0,
+        name,
+        kind,
+        ic,
+        oc,
+        (k, k),
+        (stride, stride),
+        (k // 2, k // 2),
+        groups,
+        (hw, hw),
+        (out, out),
+        n_w,
+        0,
+        out * out * n_w,
+    )
+
+
+def linear_spec(fin: int, fout: int, name: str = "fc") -> LayerSpec:
+    return LayerSpec(
+        0,
+        name,
+        "linear",
+        fin,
+        fout,
+        (1, 1),
+        (1, 1),
+        (0, 0),
+        1,
+        (1, 1),
+        (1, 1),
+        fin * fout,
+        fout,
+        fin * fout,
+    )
+
+
+class TinyNet(nn.Module):
+    """A small CNN the project did not define in its registry, for 'any model' paths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).flatten(1))
+
+
+@pytest.fixture
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyNet()
