@@ -160,6 +160,72 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- haq eval ------------------------------------------------------------------------------
+def _require_model(spec: str, checkpoint: str | None) -> tuple[Any, tuple[int, int, int]]:
+    from haq.checkpoint import builtin_checkpoint
+
+    if checkpoint is None and builtin_checkpoint(spec) is None:
+        raise HaqError(
+            f"model {spec!r} has no shipped weights: give --checkpoint (see 'haq pretrain')"
+        )
+    model, shape = _load_model(spec, checkpoint)
+    assert shape is not None
+    return model, shape
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from haq.costing import model_cost_table, policy_report
+    from haq.data import TensorLoader, load_dataset
+    from haq.evaluation import EvalSetup, evaluate_policy
+    from haq.policy import Policy
+    from haq.train import evaluate
+
+    model, shape = _require_model(args.model, args.checkpoint)
+    train = load_dataset(args.dataset, train=True)
+    test = load_dataset(args.dataset, train=False)
+    if train.input_shape != tuple(shape):
+        raise HaqError(
+            f"dataset {args.dataset!r} has images {train.input_shape}; the model expects {shape}"
+        )
+    setup = EvalSetup.build(
+        model,
+        train,
+        test,
+        finetune_steps=args.finetune_steps,
+        lr=args.lr,
+        seed=args.seed,
+        per_channel=args.per_channel,
+        weight_clip=args.weight_clip,
+        device=args.device,
+    )
+    policy = Policy.parse(args.policy, setup.calibration.layer_names, mode=args.mode or "linear")
+    if args.mode:
+        policy.mode = args.mode
+    fp = evaluate(model, TensorLoader(test, 512), device=args.device)
+    result, _ = evaluate_policy(setup, policy)
+    print(f"model {args.model}  dataset {args.dataset} test set ({fp.n_images} images)")
+    print(f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%")
+    print(
+        f"{policy.describe() if len(set(policy.key())) == 1 else 'mixed policy':16s} "
+        f"top-1 {result.accuracy.top1:6.2f}%   top-5 {result.accuracy.top5:6.2f}%   "
+        f"({policy.mode}, {args.finetune_steps} finetune steps, {result.finetune_s + result.eval_s:.1f} s)"
+    )
+    if args.hardware:
+        table = model_cost_table(model, shape, args.hardware, None, args.model)
+        t = policy_report(table, policy)["total"]
+        energy = (
+            "-"
+            if t["energy_mj"] is None
+            else f"{t['energy_mj']:.4f} mJ ({t['energy_vs_w8a8']:.3f}x)"
+        )
+        print(
+            f"cost on {table.hardware.name} (batch {table.hardware.batch}): latency {t['latency_ms']:.4f} ms "
+            f"({t['latency_vs_w8a8']:.3f}x of w8a8), energy {energy}, "
+            f"weights {t['size_bytes'] / 1e3:.1f} kB ({t['size_vs_fp32']:.3f}x of fp32)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from haq import __version__
 
@@ -206,6 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     t.set_defaults(func=cmd_pretrain)
+
+    e = sub.add_parser("eval", help="accuracy of a policy (quantize, optional finetune, test set)")
+    e.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
+    e.add_argument(
+        "--checkpoint", default=None, help="default: the shipped weights of a reference model"
+    )
+    e.add_argument("--dataset", default="fashion-mnist")
+    e.add_argument("--policy", default="w8a8", help="wXaY or a policy .json")
+    e.add_argument(
+        "--mode", choices=("linear", "kmeans"), default=None, help="default: the policy's"
+    )
+    e.add_argument("--finetune-steps", type=int, default=0)
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--per-channel", action="store_true", help="per-channel weight clips")
+    e.add_argument("--weight-clip", choices=("kl", "mse", "max"), default="kl")
+    e.add_argument("--hardware", default=None, help="also print the policy's cost on this hardware")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_eval)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

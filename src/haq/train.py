@@ -158,7 +158,7 @@ def finetune(
         opt.step()
         bar.update(1)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     model.eval()
     return model

@@ -1,0 +1,86 @@
+"""Evaluate one policy: quantize, finetune briefly, measure accuracy.
+
+This is a self-contained step (policy in, accuracy and timings out) shared by ``haq eval``
+and the search, so a later change can run several evaluations on several workers or GPUs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from torch import nn
+
+from haq.data import TensorData, TensorLoader
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
+from haq.train import Accuracy, evaluate, finetune
+
+
+@dataclass
+class EvalSetup:
+    """Everything an evaluation needs besides the policy; built once per run."""
+
+    model: nn.Module
+    calibration: Calibration
+    finetune_data: TensorData
+    eval_data: TensorData
+    finetune_steps: int = 0
+    lr: float = 1e-3
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    seed: int = 0
+    per_channel: bool = False
+    weight_clip: str = "kl"
+    device: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        finetune_data: TensorData,
+        eval_data: TensorData,
+        calib_batches: int = 2,
+        calib_batch_size: int = 256,
+        **kwargs: object,
+    ) -> EvalSetup:
+        """Calibrate on the first batches of ``finetune_data`` (training images only)."""
+        model.eval()
+        calib = Calibration(
+            model, TensorLoader(finetune_data, calib_batch_size), batches=calib_batches
+        )
+        return cls(model, calib, finetune_data, eval_data, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: Accuracy
+    quantize_s: float
+    finetune_s: float
+    eval_s: float
+
+
+def evaluate_policy(
+    setup: EvalSetup, policy: Policy, return_model: bool = False
+) -> tuple[EvalResult, nn.Module | None]:
+    """Quantize ``setup.model`` with ``policy``, finetune ``finetune_steps`` batches (fixed
+    seed, so the same policy always gives the same accuracy on CPU), then evaluate."""
+    t0 = time.perf_counter()
+    q = quantize(
+        setup.model,
+        policy,
+        calibration=setup.calibration,
+        per_channel=setup.per_channel,
+        weight_clip=setup.weight_clip,
+    )
+    t1 = time.perf_counter()
+    if setup.finetune_steps > 0:
+        loader = TensorLoader(setup.finetune_data, setup.batch_size, shuffle=True, seed=setup.seed)
+        finetune(
+            q, loader, steps=setup.finetune_steps, lr=setup.lr, seed=setup.seed, device=setup.device
+        )
+    t2 = time.perf_counter()
+    acc = evaluate(q, TensorLoader(setup.eval_data, setup.eval_batch_size), device=setup.device)
+    t3 = time.perf_counter()
+    return EvalResult(acc, t1 - t0, t2 - t1, t3 - t2), (q if return_model else None)

@@ -1,0 +1,74 @@
+"""``haq.quantize``: one verb that turns any model and a bit policy into a quantized copy."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+from haq.errors import HaqError
+from haq.policy import MODES, Policy
+from haq.quant.calibrate import Calibration
+from haq.quant.modules import QuantLayer
+
+
+def quantize(
+    model: nn.Module,
+    policy: Policy,
+    mode: str | None = None,
+    calibration: Calibration | Iterable[tuple[Tensor, Tensor]] | None = None,
+    per_channel: bool = False,
+    weight_clip: str = "kl",
+) -> nn.Module:
+    """A quantized copy of ``model`` following ``policy``; ``model`` itself is never changed.
+
+    ``mode`` is ``"linear"`` (weights and activations, the paper's latency/energy mode) or
+    ``"kmeans"`` (weights only, the size mode); by default the policy's own mode.
+    ``calibration`` is a loader of (images, labels) batches or a :class:`Calibration` built
+    once and reused (what the search does: quantizing a new policy then takes milliseconds).
+    """
+    mode = mode or policy.mode
+    if mode not in MODES:
+        raise HaqError(f"unknown quantization mode {mode!r}; valid: {', '.join(MODES)}")
+    if calibration is None:
+        raise HaqError("quantize needs calibration data: a loader of a few training batches")
+    calib = calibration if isinstance(calibration, Calibration) else Calibration(model, calibration)
+    if calib.model is not model:
+        raise HaqError("the Calibration was built for another model")
+    policy.check_layers(calib.layer_names)
+    qmodel = copy.deepcopy(model)
+    originals = dict(model.named_modules())
+    for name, w_bits, a_bits in zip(policy.names, policy.w_bits, policy.a_bits, strict=True):
+        layer = _get(qmodel, name)
+        weight = originals[name].weight  # type: ignore[union-attr]
+        if mode == "kmeans":
+            centroids, assign = calib.kmeans(name, weight, w_bits)
+            q = QuantLayer(layer, w_bits, a_bits, "kmeans", centroids=centroids, assign=assign)
+        else:
+            q = QuantLayer(
+                layer,
+                w_bits,
+                a_bits,
+                "linear",
+                w_clip=calib.weight_clip(name, weight, w_bits, weight_clip, per_channel),
+                a_clip=calib.act_clip(name, a_bits),
+                a_signed=calib.signed[name],
+                quantize_input=not calib.reads_network_input.get(name, False),
+            )
+        _set(qmodel, name, q)
+    qmodel.train(model.training)
+    return qmodel
+
+
+def _get(model: nn.Module, name: str) -> nn.Module:
+    module = model.get_submodule(name)
+    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        raise HaqError(f"layer {name!r} is a {type(module).__name__}, not Conv2d/Linear")
+    return module
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

@@ -1,0 +1,158 @@
+"""Linear (uniform) quantizers, as in the HAQ paper's latency/energy mode.
+
+Weights are symmetric: ``scale = clip / (2^(b-1) - 1)``, round to nearest, clamp, so a b-bit
+tensor takes at most ``2^b - 1`` values. **1 bit** means binary weights ``{-c, +c}`` with
+``c = mean|w|`` (the XNOR-Net scale), since a symmetric grid has no level besides 0 at 1 bit.
+
+Activations after ReLU are unsigned in ``[0, clip]`` with ``2^b - 1`` steps (1 bit = {0, c});
+activations that can be negative are quantized symmetrically like weights. Rounding uses the
+straight-through estimator (STE): the forward pass rounds, the backward pass is identity
+inside the clip range; the clip itself is learnable (PACT) during finetuning.
+
+Clip choice for weights: ``max|w|`` at high bits; at low bits (``kl_below_bits``, default 5)
+the threshold minimising the KL divergence between the histograms of the original and the
+quantized weights (``"mse"``: minimising the squared error, ``"max"``: always max|w|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+WEIGHT_CLIP_METHODS = ("kl", "mse", "max")
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass.
+
+    Written as ``round(x) + (x - x.detach())`` so the forward value is exactly ``round(x)``
+    (``x + (round(x) - x).detach()`` can be off by one float ulp and create extra levels).
+    """
+    return torch.round(x).detach() + (x - x.detach())
+
+
+def quantize_symmetric(x: Tensor, bits: int, clip: Tensor) -> Tensor:
+    """Fake-quantize ``x`` to a symmetric b-bit grid over ``[-clip, clip]`` (STE rounding).
+
+    ``clip`` is a scalar tensor or broadcastable per-channel tensor.
+    """
+    if bits == 1:
+        sign = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+        return (sign * clip).detach() + (x - x.detach())
+    levels = 2 ** (bits - 1) - 1
+    scale = clip / levels
+    q = torch.clamp(ste_round(x / scale), -levels, levels)
+    return q * scale
+
+
+def quantize_unsigned(x: Tensor, bits: int, clip: Tensor) -> Tensor:
+    """PACT: clamp to ``[0, clip]`` (gradient flows to ``clip`` where x >= clip), then round
+    to ``2^b - 1`` steps with STE."""
+    x = torch.minimum(torch.relu(x), clip)
+    scale = clip / (2**bits - 1)
+    return ste_round(x / scale) * scale
+
+
+def quantize_signed_act(x: Tensor, bits: int, clip: Tensor) -> Tensor:
+    """Signed activations: clamp to ``[-clip, clip]`` (PACT on both sides), symmetric grid."""
+    x = torch.maximum(torch.minimum(x, clip), -clip)
+    return quantize_symmetric(x, bits, clip)
+
+
+# --- clip selection ------------------------------------------------------------------------
+def _kl_clip(abs_w: np.ndarray, bits: int, n_bins: int = 512) -> float:
+    """Threshold on |w| minimising KL(P || Q) between the clipped histogram P and its
+    quantized version Q (the TensorRT-style calibration, applied to weights)."""
+    top = float(abs_w.max())
+    if top == 0.0:
+        return 0.0
+    hist, edges = np.histogram(abs_w, bins=n_bins, range=(0.0, top))
+    hist = hist.astype(np.float64)
+    levels = max(1, 2 ** (bits - 1) - 1)
+    best_kl, best_i = np.inf, n_bins
+    start = max(levels, n_bins // 16)
+    for i in range(start, n_bins + 1, max(1, (n_bins - start) // 96)):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()
+        # quantize the i bins into `levels` groups, spreading each group's mass over its
+        # non-empty bins
+        groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
+        mass = np.bincount(groups, weights=hist[:i], minlength=levels)
+        nonzero = np.bincount(groups, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
+        q = np.where(hist[:i] > 0, mass[groups] / np.maximum(nonzero[groups], 1), 0.0)
+        q[i - 1] += hist[i:].sum() * (hist[i - 1] > 0)
+        ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
+        mask = ps > 0
+        kl = float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return float(edges[best_i])
+
+
+def _mse_clip(abs_w: np.ndarray, bits: int, signed: bool = True) -> float:
+    """Threshold minimising the squared quantization error, over 40 fractions of max|w|."""
+    top = float(abs_w.max())
+    if top == 0.0:
+        return 0.0
+    steps = (2 ** (bits - 1) - 1) if signed else (2**bits - 1)
+    steps = max(steps, 1)
+    ratios = np.linspace(0.2, 1.0, 40)
+    best, best_c = np.inf, top
+    for r in ratios:
+        c = top * r
+        s = c / steps
+        err = np.mean((np.minimum(np.round(abs_w / s), steps) * s - abs_w) ** 2)
+        if err < best:
+            best, best_c = err, c
+    return float(best_c)
+
+
+def weight_clip(
+    w: Tensor, bits: int, method: str = "kl", per_channel: bool = False, kl_below_bits: int = 5
+) -> Tensor:
+    """The clip value(s) for a weight tensor: shape () per tensor, (out_channels,) per channel.
+
+    Never exceeds max|w| (per tensor or per channel).
+    """
+    if method not in WEIGHT_CLIP_METHODS:
+        raise ValueError(f"unknown weight clip method {method!r}; valid: {WEIGHT_CLIP_METHODS}")
+    rows = (
+        w.detach().abs().reshape(w.shape[0], -1) if per_channel else w.detach().abs().reshape(1, -1)
+    )
+    rows_np = rows.cpu().double().numpy()
+    clips = []
+    for r in rows_np:
+        if bits == 1:
+            clips.append(float(r.mean()))
+        elif method == "max" or bits >= kl_below_bits:
+            clips.append(float(r.max()))
+        elif method == "kl":
+            clips.append(_kl_clip(r, bits))
+        else:
+            clips.append(_mse_clip(r, bits))
+    out = torch.tensor(clips, dtype=w.dtype, device=w.device)
+    return out if per_channel else out[0]
+
+
+def activation_clip(sample: Tensor, bits: int, signed: bool) -> float:
+    """Calibrated clip for activations: the candidate (quantiles and fractions of the max of
+    |x|) with the least squared quantization error on a calibration sample."""
+    a = sample.detach().abs().double().flatten()
+    if a.numel() == 0 or float(a.max()) == 0.0:
+        return 1.0
+    a_np = np.sort(a.cpu().numpy())
+    top = a_np[-1]
+    qs = np.quantile(a_np, [0.99, 0.995, 0.999, 0.9995, 0.9999])
+    cands = np.unique(np.concatenate([qs, top * np.linspace(0.1, 1.0, 19)]))
+    steps = (2 ** (bits - 1) - 1) if signed else (2**bits - 1)
+    steps = max(steps, 1)
+    best, best_c = np.inf, top
+    for c in cands:
+        if c <= 0:
+            continue
+        s = c / steps
+        err = np.mean((np.minimum(np.round(a_np / s), steps) * s - a_np) ** 2)
+        if err < best:
+            best, best_c = err, c
+    return float(best_c)

@@ -1,0 +1,179 @@
+"""Quantizers, the quantize verb, and training utilities on real (digits) data."""
+
+import pytest
+import torch
+from torch import nn
+
+from haq.data import TensorLoader, load_dataset
+from haq.errors import HaqError
+from haq.models import create_model
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
+from haq.quant.kmeans import kmeans_1d
+from haq.quant.linear import quantize_symmetric, quantize_unsigned, weight_clip
+from haq.quant.modules import quant_layers
+from haq.train import evaluate, finetune
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train=True), load_dataset("digits", train=False)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_at_most_2_pow_b_values(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(64, 32, 3, 3)
+    for method in ("kl", "mse", "max"):
+        q = quantize_symmetric(w, bits, weight_clip(w, bits, method))
+        assert q.unique().numel() <= 2**bits
+    a = quantize_unsigned(torch.rand(10000) * 6, bits, torch.tensor(4.0))
+    assert a.unique().numel() <= 2**bits
+
+
+def test_error_falls_as_bits_rise():
+    torch.manual_seed(0)
+    w = torch.randn(128, 64) * 0.1
+    errors = [
+        float(((quantize_symmetric(w, b, weight_clip(w, b)) - w) ** 2).mean()) for b in range(2, 9)
+    ]
+    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_kl_clip_never_exceeds_max(per_channel):
+    torch.manual_seed(1)
+    for dist in (torch.randn(32, 200), torch.rand(32, 200) - 0.5, torch.randn(32, 200) ** 3):
+        for bits in range(2, 9):
+            clip = weight_clip(dist, bits, "kl", per_channel=per_channel)
+            top = dist.abs().amax(dim=1) if per_channel else dist.abs().max()
+            assert (clip <= top + 1e-7).all()
+            assert (clip > 0).all()
+    heavy = torch.cat([torch.randn(5000) * 0.01, torch.tensor([1.0])])  # one outlier
+    assert float(weight_clip(heavy, 3, "kl")) < 0.5  # KL clips the outlier at low bits
+
+
+def test_ste_passes_gradients():
+    w = torch.randn(16, 8, requires_grad=True)
+    quantize_symmetric(w, 4, torch.tensor(1.0)).sum().backward()
+    assert w.grad is not None and (w.grad != 0).any()
+    x = (torch.rand(100) * 3).requires_grad_()
+    clip = torch.tensor(2.0, requires_grad=True)
+    quantize_unsigned(x, 4, clip).sum().backward()
+    assert (x.grad[x.detach() < 2.0] == 1).all() and (x.grad[x.detach() > 2.0] == 0).all()
+    assert clip.grad is not None and float(clip.grad) > 0  # PACT: clip learns
+
+
+def test_kmeans_clusters():
+    torch.manual_seed(0)
+    w = torch.randn(1000)
+    c, assign = kmeans_1d(w, 8)
+    assert c.numel() == 8 and assign.max() < 8
+    assert float(((c[assign] - w) ** 2).mean()) < float(((c[assign].roll(1) - w) ** 2).mean())
+
+
+def test_quantize_any_model_leaves_original(tiny_net, digits):
+    train, _ = digits
+    loader = TensorLoader(train, 128)
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    cal = Calibration(tiny_net, loader)
+    assert cal.layer_names == ["body.0", "body.2", "body.5", "head"]
+    assert cal.reads_network_input["body.0"] and not cal.reads_network_input["body.2"]
+    assert cal.signed["body.0"] and not cal.signed["head"]  # image normalised; after ReLU
+    q = quantize(tiny_net, Policy.uniform("w4a4", cal.layer_names), calibration=cal)
+    assert len(quant_layers(q)) == 4
+    assert not any(type(m).__name__ == "QuantLayer" for m in tiny_net.modules())
+    for k, v in tiny_net.state_dict().items():
+        assert torch.equal(v, before[k])
+    ql = quant_layers(q)
+    assert not ql["body.0"].quantize_input and ql["body.2"].quantize_input
+    w = ql["body.5"].quantized_weight()
+    assert w.unique().numel() <= 16
+    # same result from a plain loader as from a prebuilt Calibration
+    q2 = quantize(tiny_net, Policy.uniform("w4a4", cal.layer_names), calibration=loader)
+    x = train.images[:16]
+    assert torch.allclose(q.eval()(x), q2.eval()(x))
+
+
+def test_inference_fast_path_matches_training_path(tiny_net, digits):
+    train, _ = digits
+    q = quantize(
+        tiny_net,
+        Policy.uniform("w3a3", ["body.0", "body.2", "body.5", "head"]),
+        calibration=TensorLoader(train, 128),
+    ).eval()
+    x = train.images[:64]
+    with torch.no_grad():
+        fast = q(x)
+    slow = q(x)  # grad enabled: the STE path
+    assert torch.allclose(fast, slow.detach(), atol=1e-4)
+
+
+def test_kmeans_tied_after_finetune(tiny_net, digits):
+    train, _ = digits
+    names = ["body.0", "body.2", "body.5", "head"]
+    q = quantize(
+        tiny_net, Policy.uniform("w2a8", names, mode="kmeans"), calibration=TensorLoader(train, 128)
+    )
+    finetune(q, TensorLoader(train, 64, shuffle=True), steps=5, lr=0.05)
+    for layer in quant_layers(q).values():
+        assert layer.quantized_weight().unique().numel() <= 4
+        assert not layer.quantize_input  # size mode: weights only
+
+
+def test_wrong_policy_names(tiny_net, digits):
+    train, _ = digits
+    bad = Policy.uniform("w8a8", ["body.0", "body.2", "body.5"])
+    with pytest.raises(HaqError, match="no bits for layer 'head'"):
+        quantize(tiny_net, bad, calibration=TensorLoader(train, 128))
+    bad = Policy.uniform("w8a8", ["body.0", "body.2", "body.5", "tail"])
+    with pytest.raises(HaqError, match="'tail', which the model does not have"):
+        quantize(tiny_net, bad, calibration=TensorLoader(train, 128))
+
+
+def test_signed_inputs_detected_in_mobilenet():
+    model = create_model("mobilenet_v2_fmnist").eval()
+    x = torch.randn(8, 1, 28, 28)
+    cal = Calibration(model, [(x, torch.zeros(8, dtype=torch.long))], batches=1)
+    # block 3's expansion conv reads the linear bottleneck (+ residual) output: signed
+    assert cal.signed["features.3.conv.0.0"]
+    # a depthwise conv reads a ReLU6 output: unsigned
+    assert not cal.signed["features.3.conv.1.0"]
+
+
+def test_finetune_improves_and_is_deterministic(tiny_net, digits):
+    train, test = digits
+    start = evaluate(tiny_net, TensorLoader(test, 300)).top1
+
+    def run():
+        torch.manual_seed(0)
+        from tests.conftest import TinyNet
+
+        m = TinyNet()
+        m.load_state_dict(tiny_net.state_dict())
+        finetune(m, TensorLoader(train, 64, shuffle=True, seed=3), epochs=3, lr=0.05, seed=3)
+        return m
+
+    a, b = run(), run()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    end = evaluate(a, TensorLoader(test, 300))
+    assert end.top1 > start + 30 and end.top1 > 80 and end.n_images == 300
+    assert end.top5 >= end.top1
+
+
+def test_nan_loss_stops_clearly(tiny_net, digits):
+    train, _ = digits
+    with pytest.raises(HaqError, match="diverged"):
+        finetune(tiny_net, TensorLoader(train, 64), steps=50, lr=1e12, momentum=0.0)
+
+
+def test_empty_dataset(digits):
+    train, _ = digits
+    with pytest.raises(HaqError, match="empty"):
+        TensorLoader(train.subset(torch.tensor([], dtype=torch.long)), 8)
+
+
+def test_model_is_nn_module(tiny_net):
+    assert isinstance(tiny_net, nn.Module)
