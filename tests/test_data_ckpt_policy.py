@@ -108,7 +108,7 @@ def test_policy_json_round_trip_and_errors(tmp_path):
     data["version"] = 1
     data["layers"][1]["w_bits"] = 0
     (tmp_path / "b.json").write_text(json.dumps(data))
-    with pytest.raises(HaqError, match="w_bits of layer 'b' must be an integer in 1..8"):
+    with pytest.raises(HaqError, match=r"w_bits of layer 'b' must be an integer in 1\.\.8"):
         Policy.load(tmp_path / "b.json")
     (tmp_path / "m.json").write_text("{oops")
     with pytest.raises(HaqError, match="malformed JSON"):

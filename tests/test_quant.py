@@ -1,5 +1,7 @@
 """Quantizers, the quantize verb, and training utilities on real (digits) data."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -38,7 +40,7 @@ def test_error_falls_as_bits_rise():
     errors = [
         float(((quantize_symmetric(w, b, weight_clip(w, b)) - w) ** 2).mean()) for b in range(2, 9)
     ]
-    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False))
+    assert all(e1 > e2 for e1, e2 in itertools.pairwise(errors))
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
