@@ -226,6 +226,112 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- haq search -----------------------------------------------------------------------------
+_SEARCH_KEYS = {
+    "model": "model",
+    "checkpoint": "checkpoint",
+    "dataset": "dataset",
+    "hardware": "hardware",
+    "batch": "batch",
+    "strategy": "strategy",
+    "mode": "mode",
+    "episodes": "episodes",
+    "min_bit": "min_bit",
+    "max_bit": "max_bit",
+    "finetune_steps": "finetune_steps",
+    "finetune_size": "finetune_size",
+    "heldout_size": "heldout_size",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "device": "device",
+    "per_channel": "per_channel",
+    "weight_clip": "weight_clip",
+}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import time
+
+    from haq.search.config import SearchConfig
+    from haq.search.runner import search
+    from haq.search.text import format_summary
+
+    given = vars(args)
+    overrides: dict[str, Any] = {k: given[k] for k in _SEARCH_KEYS if given.get(k) is not None}
+    budgets = {
+        m: given[m] for m in ("latency", "energy", "size", "bops") if given.get(m) is not None
+    }
+    if budgets:
+        overrides["budgets"] = budgets
+    if given.get("keep_8bit") is not None:
+        overrides["keep_8bit"] = [x.strip() for x in given["keep_8bit"].split(",")]
+    if given.get("warmup") is not None:
+        cfg = SearchConfig()
+        cfg.ddpg.warmup_episodes = given["warmup"]
+        overrides["ddpg"] = cfg.ddpg
+    if args.resume:
+        summary = search(None, args.resume, resume=True, progress=not args.no_progress, **overrides)
+        out = args.resume
+    else:
+        cfg = SearchConfig()
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        out = (
+            args.out
+            or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{cfg.hardware.replace('/', '_')}"
+        )
+        print(f"run directory: {out}", file=sys.stderr)
+        summary = search(cfg, out, progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"\nbest policy: {out}/best_policy.json   episodes: {out}/episodes.jsonl")
+    print(f"final finetune on the full training set: haq finetune --run {out}")
+    return 0
+
+
+# --- haq finetune ---------------------------------------------------------------------------
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from haq.finishing import final_finetune
+    from haq.policy import Policy
+    from haq.search.config import SearchConfig
+
+    if args.run:
+        run = Path(args.run)
+        if not (run / "best_policy.json").is_file():
+            raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
+        cfg = SearchConfig.load(run / "config.json")
+        policy = Policy.load(args.policy or run / "best_policy.json")
+        model, checkpoint, dataset = cfg.model, cfg.checkpoint, cfg.dataset
+        out = args.out or str(run / "final.pt")
+    elif args.policy:
+        policy = Policy.load(args.policy)
+        model, checkpoint, dataset = args.model, args.checkpoint, args.dataset
+        out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
+    else:
+        raise HaqError("give --run DIR or --policy FILE")
+    res = final_finetune(
+        policy,
+        model,
+        checkpoint,
+        dataset,
+        out,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(
+        f"test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
+        f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "
+        f"{res['quantized_test_top1']:.2f}%"
+    )
+    print(f"wrote {out} (quantized state dict + policy) and {Path(out).with_suffix('.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from haq import __version__
 
@@ -291,6 +397,84 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_eval)
+
+    S = argparse.SUPPRESS
+    sp = sub.add_parser(
+        "search",
+        help="find a mixed-precision policy under budgets (HAQ agent or baselines)",
+        description="With no arguments: the reference MobileNet-V2-style Fashion-MNIST model on "
+        "bismo-edge under half the w8a8 latency, in about 5 minutes on 2 CPU cores.",
+    )
+    sp.add_argument("--model", default=S, help="default mobilenet_v2_fmnist")
+    sp.add_argument("--checkpoint", default=S, help="default: the model's shipped weights")
+    sp.add_argument("--dataset", default=S, help="default fashion-mnist")
+    sp.add_argument("--hardware", default=S, help="preset or .toml (default bismo-edge)")
+    sp.add_argument("--batch", type=int, default=S, help="hardware batch (default: the preset's)")
+    budget_help = (
+        "budget: an absolute value with unit ({}) or a ratio like 0.5x of the all-w8a8 cost "
+        "on this hardware"
+    )
+    sp.add_argument("--latency", default=S, help=budget_help.format("12ms, 500us, 0.1s"))
+    sp.add_argument("--energy", default=S, help=budget_help.format("3.5mJ, 200uJ"))
+    sp.add_argument(
+        "--size", default=S, help="budget on weight size: 1.2MB, 300kB, or 0.1x of the fp32 weights"
+    )
+    sp.add_argument("--bops", default=S, help=budget_help.format("2.5G bit-ops per image"))
+    sp.add_argument(
+        "--strategy", choices=("haq", "random", "uniform"), default=S, help="default haq"
+    )
+    sp.add_argument(
+        "--mode",
+        choices=("linear", "kmeans"),
+        default=S,
+        help="linear (weights+activations, default) or kmeans (weights only, for --size)",
+    )
+    sp.add_argument("--episodes", type=int, default=S, help="default 120")
+    sp.add_argument(
+        "--warmup", type=int, default=S, help="random warm-up episodes of the agent (default 20)"
+    )
+    sp.add_argument("--min-bit", type=int, default=S, help="default 2")
+    sp.add_argument("--max-bit", type=int, default=S, help="default 8")
+    sp.add_argument(
+        "--keep-8bit", default=S, help="pinned layers: first,last (default), none, or layer names"
+    )
+    sp.add_argument(
+        "--finetune-steps", type=int, default=S, help="per episode, default 4; 0 = calibration only"
+    )
+    sp.add_argument(
+        "--finetune-size", type=int, default=S, help="train-subset images for finetuning (5000)"
+    )
+    sp.add_argument(
+        "--heldout-size", type=int, default=S, help="held-out train images for the reward (2000)"
+    )
+    sp.add_argument("--batch-size", type=int, default=S, help="finetune batch (64)")
+    sp.add_argument("--lr", type=float, default=S, help="finetune learning rate (1e-3)")
+    sp.add_argument("--per-channel", action="store_true", default=S)
+    sp.add_argument("--weight-clip", choices=("kl", "mse", "max"), default=S)
+    sp.add_argument("--seed", type=int, default=S)
+    sp.add_argument("--device", default=S, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    sp.add_argument(
+        "--out", default=None, help="run directory (default runs/<time>-<model>-<hardware>)"
+    )
+    sp.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_search)
+
+    f = sub.add_parser("finetune", help="long final finetune of a policy; test-set accuracy")
+    f.add_argument("--run", default=None, help="a search run directory (uses its best policy)")
+    f.add_argument(
+        "--policy", default=None, help="a policy .json (with --model/--checkpoint/--dataset)"
+    )
+    f.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
+    f.add_argument("--checkpoint", default=None)
+    f.add_argument("--dataset", default="fashion-mnist")
+    f.add_argument("--epochs", type=float, default=1.0)
+    f.add_argument("--lr", type=float, default=0.01, help="initial lr of the cosine schedule")
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default=None)
+    f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
+    f.set_defaults(func=cmd_finetune)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

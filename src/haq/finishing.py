@@ -1,0 +1,101 @@
+"""The long final finetune of a chosen policy (``haq finetune``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haq.checkpoint import builtin_checkpoint, load_checkpoint
+from haq.data import TensorLoader, load_dataset
+from haq.errors import HaqError
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
+from haq.train import evaluate, finetune
+
+QUANTIZED_FORMAT = "haq-quantized-1"
+
+
+def final_finetune(
+    policy: Policy,
+    model_spec: str,
+    checkpoint: str | None,
+    dataset: str,
+    out: str | Path,
+    epochs: float = 1.0,
+    lr: float = 0.01,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Quantize the pretrained model with ``policy``, finetune on the whole training set
+    (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
+
+    The saved file holds the quantized model's state dict, the policy with its test
+    accuracy, and what is needed to rebuild it (``load_quantized``).
+    """
+    ckpt = checkpoint or builtin_checkpoint(model_spec)
+    if ckpt is None:
+        raise HaqError(f"model {model_spec!r} has no shipped weights: give --checkpoint")
+    model, meta = load_checkpoint(ckpt, model_spec)
+    train = load_dataset(dataset, train=True)
+    test = load_dataset(dataset, train=False)
+    calib = Calibration(model, TensorLoader(train, 256), batches=2)
+    policy.check_layers(calib.layer_names)
+    fp = evaluate(model, TensorLoader(test, 512), device=device)
+    q = quantize(model, policy, calibration=calib)
+    before = evaluate(q, TensorLoader(test, 512), device=device)
+    finetune(
+        q,
+        TensorLoader(train, batch_size, shuffle=True, seed=seed),
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    after = evaluate(q, TensorLoader(test, 512), device=device)
+    result = {
+        "fp_test_top1": fp.top1,
+        "quantized_test_top1_before_finetune": before.top1,
+        "quantized_test_top1": after.top1,
+        "quantized_test_top5": after.top5,
+        "epochs": epochs,
+        "lr": lr,
+    }
+    policy.info = {
+        **policy.info,
+        "accuracy": {
+            **policy.info.get("accuracy", {}),
+            "test_top1": after.top1,
+            "fp_test_top1": fp.top1,
+        },
+    }
+    payload = {
+        "format": QUANTIZED_FORMAT,
+        "model": model_spec,
+        "checkpoint": str(ckpt),
+        "model_kwargs": meta.model_kwargs,
+        "input_shape": list(meta.input_shape),
+        "dataset": dataset,
+        "policy": policy.to_dict(),
+        "result": result,
+        "state_dict": {k: v.detach().cpu() for k, v in q.state_dict().items()},
+    }
+    out_path = Path(out)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(out_path)
+    except OSError as err:
+        raise HaqError(f"cannot write {str(out_path)!r}: {err.strerror}") from err
+    json_path = out_path.with_suffix(".json")
+    json_path.write_text(
+        json.dumps({k: v for k, v in payload.items() if k != "state_dict"}, indent=2) + "\n"
+    )
+    return result

@@ -1,0 +1,509 @@
+"""The search loop: strategies, run directory, cache, checkpoint/resume, summary.
+
+Run directory::
+
+    config.json        the SearchConfig
+    episodes.jsonl     one line per episode: policy, cost per metric, accuracy, reward, seconds
+    best_policy.json   the best policy so far (the format haq cost / eval / export read)
+    state.pt           agent, replay buffer, RNG states, episode counter, evaluation cache
+    summary.json       written at the end: best vs uniform, costs, timings
+
+Every episode's accuracy comes from :func:`haq.evaluation.evaluate_policy` (policy in,
+accuracy and timings out): the loop never touches the model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from haq.checkpoint import builtin_checkpoint, load_checkpoint
+from haq.data import load_dataset, search_split
+from haq.errors import HaqError
+from haq.evaluation import EvalSetup, evaluate_policy
+from haq.hardware import load_hardware
+from haq.hardware.table import CostTable, cost_table
+from haq.layers import extract_layers
+from haq.policy import Policy
+from haq.search.baselines import largest_uniform_bits
+from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
+from haq.search.config import SearchConfig
+from haq.search.ddpg import DDPG
+from haq.search.env import STATE_DIM, Episode
+from haq.train import evaluate
+
+STATE_FORMAT = "haq-search-state-1"
+
+
+@dataclass
+class SearchContext:
+    """What a run builds once: model, data, calibration, cost table, budgets, pins."""
+
+    cfg: SearchConfig
+    setup: EvalSetup
+    table: CostTable
+    budgets: list[Budget]
+    pinned_w: np.ndarray
+    pinned_a: np.ndarray
+    fp_accuracy: float
+    metrics: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return self.table.layer_names
+
+
+def resolve_pins(
+    spec: list[str], names: list[str], weights_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``first`` pins the first layer's weights (its input is the image, costed at 8 bits),
+    ``last`` pins the last layer to w8a8, any other entry is a layer name pinned to w8a8."""
+    n = len(names)
+    pw, pa = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for item in spec:
+        if item in ("", "none"):
+            continue
+        if item == "first":
+            pw[0], pa[0] = 8, 8
+        elif item == "last":
+            pw[-1] = 8
+            pa[-1] = 8
+        elif item in names:
+            i = names.index(item)
+            pw[i], pa[i] = 8, 8
+        else:
+            raise HaqError(
+                f"--keep-8bit: {item!r} is not 'first', 'last' or a layer name of the model"
+            )
+    if weights_only:
+        pa[:] = 8
+    return pw, pa
+
+
+def build_context(cfg: SearchConfig, progress: bool = True) -> SearchContext:
+    """Everything before the first episode, including the feasibility check."""
+    cfg.validate()
+    hw = load_hardware(cfg.hardware, cfg.batch)
+    for metric in cfg.budgets:
+        if metric == "energy" and not hw.has_energy:
+            raise HaqError(
+                f"hardware {hw.name!r} has no energy model; use --latency or another hardware"
+            )
+    ckpt = cfg.checkpoint or builtin_checkpoint(cfg.model)
+    if ckpt is None:
+        raise HaqError(
+            f"model {cfg.model!r} has no shipped weights: give --checkpoint (see 'haq pretrain')"
+        )
+    model, meta = load_checkpoint(ckpt, cfg.model)
+    # everything that can be refused without data comes first: budgets, pins, feasibility
+    layers = extract_layers(model, tuple(meta.input_shape))
+    table = cost_table(layers, hw, {"model": cfg.model, "input_shape": list(meta.input_shape)})
+    budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]
+    weights_only = cfg.mode == "kmeans"
+    pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
+    check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    train = load_dataset(cfg.dataset, train=True)
+    if train.input_shape != tuple(meta.input_shape):
+        raise HaqError(
+            f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
+        )
+    finetune_data, heldout = search_split(train, cfg.finetune_size, cfg.heldout_size, cfg.seed)
+    setup = EvalSetup.build(
+        model,
+        finetune_data,
+        heldout,
+        calib_batches=cfg.calib_batches,
+        finetune_steps=cfg.finetune_steps,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        per_channel=cfg.per_channel,
+        weight_clip=cfg.weight_clip,
+        device=cfg.device,
+    )
+    fp = evaluate(model, _loader(setup), device=cfg.device).top1
+    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
+    return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics)
+
+
+def _loader(setup: EvalSetup):  # the held-out loader, as evaluate_policy builds it
+    from haq.data import TensorLoader
+
+    return TensorLoader(setup.eval_data, setup.eval_batch_size)
+
+
+@dataclass
+class Evaluated:
+    accuracy: float
+    eval_s: float
+    cached: bool
+
+
+@dataclass
+class SearchState:
+    """Everything needed to continue a run after a crash."""
+
+    episode: int = 0
+    best_reward: float = -np.inf
+    best_episode: int = -1
+    cache: dict[str, float] = field(default_factory=dict)
+    random_rng: dict[str, Any] | None = None
+    agent: dict[str, Any] | None = None
+
+
+def _key(w: np.ndarray, a: np.ndarray) -> str:
+    return ",".join(f"{x}/{y}" for x, y in zip(w.tolist(), a.tolist(), strict=True))
+
+
+class Search:
+    """One run. ``run()`` executes the remaining episodes and returns the summary."""
+
+    def __init__(self, ctx: SearchContext, out_dir: Path, progress: bool = True) -> None:
+        self.ctx, self.out, self.progress = ctx, out_dir, progress
+        cfg = ctx.cfg
+        self.weights_only = cfg.mode == "kmeans"
+        self.episode_spec = Episode(ctx.table.layers, self.weights_only)
+        self.agent = (
+            DDPG(STATE_DIM, len(self.episode_spec), cfg.ddpg) if cfg.strategy == "haq" else None
+        )
+        self.random_rng = np.random.default_rng(cfg.seed + 1)
+        self.state = SearchState()
+        self.agent_s = 0.0
+        self.eval_s = 0.0
+
+    # --- one policy ------------------------------------------------------------------------
+    def policy(self, w: np.ndarray, a: np.ndarray, **info: Any) -> Policy:
+        return Policy.from_arrays(self.ctx.names, w, a, self.ctx.cfg.mode, info)
+
+    def evaluate(self, w: np.ndarray, a: np.ndarray) -> Evaluated:
+        key = _key(w, a)
+        if key in self.state.cache:
+            return Evaluated(self.state.cache[key], 0.0, True)
+        result, _ = evaluate_policy(self.ctx.setup, self.policy(w, a))
+        self.state.cache[key] = result.accuracy.top1
+        return Evaluated(
+            result.accuracy.top1, result.quantize_s + result.finetune_s + result.eval_s, False
+        )
+
+    def reward(self, accuracy: float) -> float:
+        return 0.1 * (accuracy - self.ctx.fp_accuracy)
+
+    def costs(self, w: np.ndarray, a: np.ndarray) -> dict[str, float]:
+        cost = self.ctx.table.policy_cost(w, a)
+        return {m: cost.total(m) for m in self.ctx.metrics}
+
+    def _pin(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.where(self.ctx.pinned_w > 0, self.ctx.pinned_w, w),
+            np.where(self.ctx.pinned_a > 0, self.ctx.pinned_a, a),
+        )
+
+    def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = self.ctx
+        w, a = self._pin(w, a)
+        return enforce(
+            c.table, w, a, c.budgets, c.cfg.min_bit, c.pinned_w, c.pinned_a, self.weights_only
+        )
+
+    # --- episodes ------------------------------------------------------------------------
+    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(w, a, states) before enforcement; states only for the agent."""
+        cfg = self.ctx.cfg
+        ep = self.episode_spec
+        if cfg.strategy == "uniform":
+            found = largest_uniform_bits(
+                self.ctx.table,
+                self.ctx.budgets,
+                cfg.min_bit,
+                cfg.max_bit,
+                self.ctx.pinned_w,
+                self.ctx.pinned_a,
+                self.weights_only,
+            )
+            assert found is not None  # feasibility was checked
+            return found[0], found[1], None
+        if cfg.strategy == "random":
+            actions = self.random_rng.uniform(0.0, 1.0, len(ep))
+            w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
+            return w, a, None
+        assert self.agent is not None
+        states, actions, prev = [], [], 0.0
+        for t in range(len(ep)):
+            s = ep.state(t, prev)
+            prev = self.agent.act(s, episode)
+            states.append(s)
+            actions.append(prev)
+        w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
+        return w, a, np.stack(states)
+
+    def _learn(
+        self, episode: int, states: np.ndarray, w: np.ndarray, a: np.ndarray, reward: float
+    ) -> None:
+        """Train on the enforced policy: actions are re-derived from the enforced bits and the
+        'previous action' feature of each state follows them."""
+        assert self.agent is not None
+        cfg = self.ctx.cfg
+        actions = self.episode_spec.bits_to_actions(w, a, cfg.min_bit, cfg.max_bit)
+        states = states.copy()
+        states[1:, 8] = actions[:-1]
+        states[0, 8] = 0.0
+        self.agent.observe_episode(states, actions, reward)
+        if episode >= cfg.ddpg.warmup_episodes:
+            self.agent.update(len(states))
+
+    def step(self, episode: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        w0, a0, states = self._propose(episode)
+        w, a = self._enforce(w0, a0)
+        t1 = time.perf_counter()
+        ev = self.evaluate(w, a)
+        t2 = time.perf_counter()
+        reward = self.reward(ev.accuracy)
+        if states is not None:
+            self._learn(episode, states, w, a, reward)
+        t3 = time.perf_counter()
+        self.agent_s += (t1 - t0) + (t3 - t2)
+        self.eval_s += t2 - t1
+        warm = self.ctx.cfg.strategy == "haq" and episode < self.ctx.cfg.ddpg.warmup_episodes
+        return {
+            "episode": episode,
+            "phase": "warmup" if warm else "search",
+            "w_bits": w.tolist(),
+            "a_bits": a.tolist(),
+            "enforced": bool((w != w0).any() or (a != a0).any()),
+            "cost": self.costs(w, a),
+            "accuracy": ev.accuracy,
+            "reward": reward,
+            "cached": ev.cached,
+            "seconds": round(t3 - t0, 4),
+            "eval_seconds": round(t2 - t1, 4),
+            "sigma": self.agent.sigma(episode) if self.agent and not warm else None,
+        }
+
+    # --- persistence ---------------------------------------------------------------------
+    def save_state(self) -> None:
+        self.state.random_rng = self.random_rng.bit_generator.state
+        self.state.agent = self.agent.state_dict() if self.agent else None
+        payload = {
+            "format": STATE_FORMAT,
+            "state": self.state.__dict__,
+            "timers": [self.agent_s, self.eval_s],
+        }
+        tmp = self.out / "state.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(self.out / "state.pt")
+
+    def load_state(self) -> None:
+        path = self.out / "state.pt"
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if payload.get("format") != STATE_FORMAT:
+                raise ValueError("unknown format")
+            self.state = SearchState(**payload["state"])
+            self.agent_s, self.eval_s = payload.get("timers", [0.0, 0.0])
+            if self.state.random_rng is not None:
+                self.random_rng.bit_generator.state = self.state.random_rng
+            if self.agent is not None:
+                if self.state.agent is None:
+                    raise ValueError("no agent state")
+                self.agent.load_state_dict(self.state.agent)
+        except Exception as err:
+            raise HaqError(
+                f"{path}: corrupt or incompatible search state ({err}); nothing was changed"
+            ) from err
+
+    def _truncate_episodes(self) -> None:
+        """Drop lines written after the last checkpoint (the episode in flight is redone)."""
+        path = self.out / "episodes.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        keep = [ln for ln in lines if ln.strip()][: self.state.episode]
+        path.write_text("".join(keep))
+
+    def _write_best(self, record: dict[str, Any]) -> None:
+        c = self.ctx
+        w, a = np.array(record["w_bits"]), np.array(record["a_bits"])
+        policy = self.policy(
+            w,
+            a,
+            hardware=c.table.hardware.name,
+            batch=c.table.hardware.batch,
+            budgets={
+                b.metric: {"text": b.text, "limit": b.limit, "reference": b.reference}
+                for b in c.budgets
+            },
+            cost=record["cost"],
+            accuracy={"heldout_top1": record["accuracy"], "fp_heldout_top1": c.fp_accuracy},
+            model=c.cfg.model,
+            episode=record["episode"],
+        )
+        policy.save(self.out / "best_policy.json")
+
+    # --- the loop ------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.ctx.cfg
+        total = 1 if cfg.strategy == "uniform" else cfg.episodes
+        if resume:
+            self.load_state()
+            self._truncate_episodes()
+        log = (self.out / "episodes.jsonl").open("a")
+        bar = tqdm(
+            total=total,
+            initial=self.state.episode,
+            desc=f"search ({cfg.strategy})",
+            disable=not self.progress,
+        )
+        main_budget = self.ctx.budgets[0]
+        try:
+            for episode in range(self.state.episode, total):
+                record = self.step(episode)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if record["reward"] > self.state.best_reward:
+                    self.state.best_reward = record["reward"]
+                    self.state.best_episode = episode
+                    self._write_best(record)
+                self.state.episode = episode + 1
+                self.save_state()
+                best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
+                bar.set_postfix_str(
+                    f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), "
+                    f"{main_budget.metric} {format_value(main_budget.metric, record['cost'][main_budget.metric])}"
+                    f" / {format_value(main_budget.metric, main_budget.limit)}"
+                )
+                bar.update(1)
+        finally:
+            bar.close()
+            log.close()
+        return self.summarize()
+
+    def summarize(self) -> dict[str, Any]:
+        c = self.ctx
+        records = read_episodes(self.out)
+        best = max(records, key=lambda r: r["reward"])
+        uniform = largest_uniform_bits(
+            c.table,
+            c.budgets,
+            c.cfg.min_bit,
+            c.cfg.max_bit,
+            c.pinned_w,
+            c.pinned_a,
+            self.weights_only,
+        )
+        assert uniform is not None
+        uw, ua = uniform
+        u_eval = self.evaluate(uw, ua)
+        ref8 = self.costs(*self._pin(np.full(len(c.names), 8), np.full(len(c.names), 8)))
+        summary = {
+            "model": c.cfg.model,
+            "hardware": c.table.hardware.name,
+            "batch": c.table.hardware.batch,
+            "strategy": c.cfg.strategy,
+            "mode": c.cfg.mode,
+            "budgets": {
+                b.metric: {"text": b.text, "limit": b.limit, "reference": b.reference}
+                for b in c.budgets
+            },
+            "episodes": len(records),
+            "fp_heldout_top1": c.fp_accuracy,
+            "best": {
+                "episode": best["episode"],
+                "accuracy": best["accuracy"],
+                "cost": best["cost"],
+                "w_bits": best["w_bits"],
+                "a_bits": best["a_bits"],
+            },
+            "uniform": {
+                "bits": int(ua[1] if not self.weights_only else uw[1]),
+                "accuracy": u_eval.accuracy,
+                "cost": self.costs(uw, ua),
+                "w_bits": uw.tolist(),
+                "a_bits": ua.tolist(),
+            },
+            "w8a8_cost": ref8,
+            "fp32_size_bytes": c.table.fp32_size_bytes(),
+            "layer_names": c.names,
+            "layer_kinds": [s.kind for s in c.table.layers],
+            "memory_bound_w8a8": c.table.uniform_cost(8).memory_bound.tolist(),
+            "timing_s": {
+                "agent": self.agent_s,
+                "evaluation": self.eval_s,
+                "agent_fraction": self.agent_s / max(self.agent_s + self.eval_s, 1e-9),
+            },
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def read_episodes(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "episodes.jsonl"
+    if not path.is_file():
+        raise HaqError(
+            f"{run_dir}: no episodes.jsonl (not a search run directory, or it has not started)"
+        )
+    records = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise HaqError(f"{path}: line {i + 1} is not JSON ({err})") from err
+    if not records:
+        raise HaqError(f"{path}: the run has no finished episode")
+    return records
+
+
+def search(
+    cfg: SearchConfig | None = None,
+    out_dir: str | Path = "runs/search",
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run (or continue, with ``resume=True``) a search; returns the summary dict.
+
+    A new run refuses a directory that already holds episodes; a resumed run refuses a
+    configuration different from the saved one (``episodes`` may grow).
+    """
+    out = Path(out_dir)
+    if resume:
+        saved_path = out / "config.json"
+        if not saved_path.is_file():
+            raise HaqError(f"{out}: cannot resume: no config.json there")
+        saved = SearchConfig.load(saved_path)
+        if cfg is not None or overrides:
+            wanted = (cfg or saved).to_dict() | {k: v for k, v in overrides.items()}
+            diff = [k for k, v in wanted.items() if k != "episodes" and saved.to_dict().get(k) != v]
+            if diff:
+                raise HaqError(
+                    f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "
+                    "nothing was changed"
+                )
+            saved.episodes = wanted.get("episodes", saved.episodes)
+        if not (out / "state.pt").is_file():
+            raise HaqError(f"{out}: cannot resume: no state.pt (corrupt run directory)")
+        cfg = saved
+    else:
+        cfg = cfg or SearchConfig()
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        if (out / "episodes.jsonl").exists():
+            raise HaqError(f"{out} already holds a run; use --resume {out} or another --out")
+    ctx = build_context(cfg, progress)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HaqError(f"cannot create run directory {str(out)!r}: {err.strerror}") from err
+    if not resume:
+        cfg.save(out / "config.json")
+    else:
+        cfg.save(out / "config.json")  # records a grown episode count
+    return Search(ctx, out, progress).run(resume=resume)

@@ -1,0 +1,324 @@
+"""The search: budgets, the environment, the agent, the runner (tiny model, digits data)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from haq.checkpoint import CheckpointMeta, save_checkpoint
+from haq.cli import main
+from haq.data import TensorLoader, load_dataset
+from haq.errors import HaqError
+from haq.hardware import load_hardware
+from haq.hardware.table import cost_table
+from haq.layers import extract_layers
+from haq.models import create_model
+from haq.policy import Policy
+from haq.search.budget import check_feasible, enforce, parse_budget
+from haq.search.config import SearchConfig
+from haq.search.ddpg import DDPG, DDPGConfig
+from haq.search.env import STATE_DIM, Episode, action_to_bits
+from haq.search.runner import Search, search
+from haq.train import finetune
+from tests.conftest import TinyNet, conv_spec
+
+TIMING_KEYS = ("seconds", "eval_seconds")
+
+
+@pytest.fixture(scope="module")
+def mbv2_table():
+    layers = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
+    return {hw: cost_table(layers, load_hardware(hw)) for hw in ("bismo-edge", "bitfusion")}
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = TinyNet()
+    finetune(
+        model, TensorLoader(load_dataset("digits"), 64, shuffle=True), epochs=4, lr=0.05, seed=0
+    )
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, CheckpointMeta("tests.conftest:TinyNet", (1, 8, 8), "digits"))
+    return str(path)
+
+
+def tiny_cfg(ckpt: str, **kw) -> SearchConfig:
+    cfg = SearchConfig(
+        model="tests.conftest:TinyNet",
+        checkpoint=ckpt,
+        dataset="digits",
+        hardware="bitfusion",
+        budgets={"energy": "0.85x"},
+        episodes=6,
+        finetune_steps=1,
+        finetune_size=600,
+        heldout_size=300,
+        batch_size=32,
+        ddpg=DDPGConfig(warmup_episodes=2, seed=0),
+    )
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _strip(path):
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+        for line in path.read_text().splitlines()
+    ]
+
+
+# --- budgets ---------------------------------------------------------------------------------
+def test_budget_parsing(mbv2_table):
+    t = mbv2_table["bitfusion"]
+    ref = t.uniform_cost(8)
+    assert parse_budget("latency", "0.5x", t).limit == pytest.approx(0.5 * ref.total("latency"))
+    assert parse_budget("latency", "12ms", t).limit == pytest.approx(0.012)
+    assert parse_budget("energy", "3.5mJ", t).limit == pytest.approx(3.5e-3)
+    assert parse_budget("size", "1.2MB", t).limit == pytest.approx(1.2e6)
+    assert parse_budget("size", "0.1x", t).limit == pytest.approx(0.1 * t.fp32_size_bytes())
+    assert parse_budget("bops", "2.5G", t).limit == pytest.approx(2.5e9)
+    for metric, text, msg in [
+        ("latency", "fast", "malformed"),
+        ("latency", "0x", "must be positive"),
+        ("latency", "-3ms", "malformed"),
+        ("latency", "3parsecs", "unknown unit"),
+        ("power", "1W", "unknown budget metric"),
+    ]:
+        with pytest.raises(HaqError, match=msg):
+            parse_budget(metric, text, t)
+    with pytest.raises(HaqError, match="no energy model"):
+        parse_budget("energy", "0.5x", mbv2_table["bismo-edge"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_enforcement_always_within_every_budget(mbv2_table, seed):
+    t = mbv2_table["bitfusion"]
+    n = len(t.layers)
+    budgets = [
+        parse_budget("latency", "0.85x", t),
+        parse_budget("energy", "0.5x", t),
+        parse_budget("size", "0.1x", t),
+    ]
+    pw, pa = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    pw[0] = pa[0] = pw[-1] = pa[-1] = 8
+    rng = np.random.default_rng(seed)
+    w0, a0 = rng.integers(2, 9, n), rng.integers(2, 9, n)
+    w0, a0 = np.where(pw > 0, pw, w0), np.where(pa > 0, pa, a0)
+    w, a = enforce(t, w0, a0, budgets, 2, pw, pa)
+    cost = t.policy_cost(w, a)
+    for b in budgets:
+        assert cost.total(b.metric) <= b.limit * (1 + 1e-9)
+    assert (w <= w0).all() and (a <= a0).all() and w.min() >= 2 and a.min() >= 2
+    assert w[0] == 8 and w[-1] == 8 and a[-1] == 8  # pins untouched
+    # the paper's order: the last free layer is lowered first
+    assert (w0 - w)[-2] + (a0 - a)[-2] >= (w0 - w)[1] + (a0 - a)[1]
+
+
+def test_infeasible_budget_message(mbv2_table):
+    t = mbv2_table["bismo-edge"]
+    n = len(t.layers)
+    with pytest.raises(
+        HaqError, match=r"infeasible: the smallest achievable latency .* is [0-9.]+ ms"
+    ):
+        check_feasible(
+            t, [parse_budget("latency", "0.01x", t)], 2, np.zeros(n, int), np.zeros(n, int)
+        )
+
+
+# --- environment -----------------------------------------------------------------------------
+def test_action_mapping_covers_each_bit_equally():
+    actions = (np.arange(70000) + 0.5) / 70000
+    bits = action_to_bits(actions, 2, 8)
+    counts = np.bincount(bits, minlength=9)[2:]
+    assert counts.tolist() == [10000] * 7
+    assert action_to_bits(1.0, 2, 8) == 8 and action_to_bits(0.0, 2, 8) == 2
+    assert action_to_bits(np.array([0.0, 0.999]), 1, 8).tolist() == [1, 8]
+
+
+def test_states_are_normalised_and_flagged():
+    layers = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
+    ep = Episode(layers)
+    assert len(ep) == 2 * len(layers)
+    s0, s1 = ep.state(0, 0.0), ep.state(1, 0.7)
+    assert s0.shape == (10,) and (s0 >= 0).all() and (s0 <= 1).all()
+    assert s0[9] == 1.0 and s1[9] == 0.0 and s1[8] == pytest.approx(0.7)
+    assert len(Episode(layers, weights_only=True)) == len(layers)
+
+
+# --- agent -----------------------------------------------------------------------------------
+def test_agent_learns_a_known_optimum():
+    """Reward computed from the policy alone: -0.1 x L1 distance to a known bit vector."""
+    torch.set_num_threads(1)
+    layers = [conv_spec(8 * (i + 1), 16, 3, 8, name=f"l{i}") for i in range(4)]
+    layers = [type(s)(**{**s.__dict__, "index": i}) for i, s in enumerate(layers)]
+    ep = Episode(layers, weights_only=True)
+    target = np.array([2, 7, 4, 6])
+    agent = DDPG(STATE_DIM, len(ep), DDPGConfig(warmup_episodes=10, seed=0))
+    rewards = []
+    for e in range(160):
+        states, actions, prev = [], [], 0.0
+        for step in range(len(ep)):
+            s = ep.state(step, prev)
+            prev = agent.act(s, e)
+            states.append(s)
+            actions.append(prev)
+        w, _ = ep.actions_to_bits(actions, 1, 8)
+        r = -0.1 * float(np.abs(w - target).sum())
+        rewards.append(r)
+        acts = ep.bits_to_actions(w, np.full(4, 8), 1, 8)
+        st = np.stack(states)
+        st[1:, 8] = acts[:-1]
+        agent.observe_episode(st, acts, r)
+        if e >= 10:
+            agent.update(len(ep))
+    assert np.mean(rewards[:10]) < -0.7  # random warm-up: far from the optimum
+    assert np.mean(rewards[-20:]) > -0.35  # within ~3 bits in total of the optimum
+    greedy, prev = [], 0.0
+    for i in range(4):  # roll out the actor without noise
+        prev = agent.act(ep.state(i, prev), 999, explore=False)
+        greedy.append(prev)
+    assert np.abs(action_to_bits(np.array(greedy), 1, 8) - target).sum() <= 4
+
+
+# --- runner ----------------------------------------------------------------------------------
+def test_search_run_files_and_baselines(tiny_ckpt, tmp_path):
+    summary = search(tiny_cfg(tiny_ckpt), tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    rec = json.loads(lines[0])
+    assert {"w_bits", "a_bits", "cost", "accuracy", "reward", "seconds"} <= set(rec)
+    limit = summary["budgets"]["energy"]["limit"]
+    for line in lines:
+        r = json.loads(line)
+        assert r["cost"]["energy"] <= limit * (1 + 1e-9)
+        assert r["reward"] == pytest.approx(0.1 * (r["accuracy"] - summary["fp_heldout_top1"]))
+    best = Policy.load(tmp_path / "run" / "best_policy.json")
+    assert best.names == ["body.0", "body.2", "body.5", "head"]
+    assert best.w_bits[0] == 8 and best.key()[-1] == (8, 8)  # pinned first and last
+    assert summary["uniform"]["cost"]["energy"] <= limit * (1 + 1e-9)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["hardware"] == "bitfusion"
+    # the same policy file drives haq cost
+    assert (
+        main(
+            [
+                "cost",
+                "--model",
+                "tests.conftest:TinyNet",
+                "--input-shape",
+                "1,8,8",
+                "--hardware",
+                "bitfusion",
+                "--policy",
+                str(tmp_path / "run" / "best_policy.json"),
+            ]
+        )
+        == 0
+    )
+    # a directory that holds a run is not overwritten
+    with pytest.raises(HaqError, match="already holds a run"):
+        search(tiny_cfg(tiny_ckpt), tmp_path / "run", progress=False)
+
+
+def test_random_and_uniform_strategies(tiny_ckpt, tmp_path):
+    s = search(tiny_cfg(tiny_ckpt, strategy="random", episodes=3), tmp_path / "r", progress=False)
+    assert s["episodes"] == 3
+    u = search(tiny_cfg(tiny_ckpt, strategy="uniform"), tmp_path / "u", progress=False)
+    assert u["episodes"] == 1 and u["best"]["w_bits"][1:-1] == u["uniform"]["w_bits"][1:-1]
+
+
+def test_kmeans_size_search(tiny_ckpt, tmp_path):
+    s = search(
+        tiny_cfg(
+            tiny_ckpt, mode="kmeans", budgets={"size": "0.1x"}, episodes=3, keep_8bit=["first"]
+        ),
+        tmp_path / "k",
+        progress=False,
+    )
+    assert s["best"]["cost"]["size"] <= 0.1 * s["fp32_size_bytes"] * (1 + 1e-9)
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_ckpt, tmp_path, monkeypatch):
+    search(tiny_cfg(tiny_ckpt), tmp_path / "a", progress=False)
+    original = Search.save_state
+    calls = {"n": 0}
+
+    def crash_after_writing(self):
+        calls["n"] += 1
+        if calls["n"] == 4:  # episode 3 is in episodes.jsonl but not in the checkpoint
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(Search, "save_state", crash_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny_cfg(tiny_ckpt), tmp_path / "b", progress=False)
+    monkeypatch.setattr(Search, "save_state", original)
+    assert len((tmp_path / "b" / "episodes.jsonl").read_text().splitlines()) == 4
+    search(None, tmp_path / "b", resume=True, progress=False)
+    assert _strip(tmp_path / "a" / "episodes.jsonl") == _strip(tmp_path / "b" / "episodes.jsonl")
+
+
+def test_resume_refusals(tiny_ckpt, tmp_path):
+    search(tiny_cfg(tiny_ckpt, episodes=3), tmp_path / "c", progress=False)
+    before = (tmp_path / "c" / "episodes.jsonl").read_text()
+    with pytest.raises(HaqError, match="different configuration .*hardware"):
+        search(None, tmp_path / "c", resume=True, progress=False, hardware="bismo-edge")
+    (tmp_path / "c" / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(HaqError, match="corrupt"):
+        search(None, tmp_path / "c", resume=True, progress=False)
+    assert (tmp_path / "c" / "episodes.jsonl").read_text() == before
+    with pytest.raises(HaqError, match="no config.json"):
+        search(None, tmp_path / "nothing", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"budgets": {"latency": "0.001x"}}, "infeasible"),
+        ({"budgets": {"energy": "0.9x"}, "hardware": "bismo-edge"}, "no energy model"),
+        ({"budgets": {"latency": "abc"}}, "malformed"),
+        ({"budgets": {"latency": "-1x"}}, "malformed"),
+        ({"budgets": {"power": "1x"}}, "unknown budget metric"),
+        ({"finetune_size": 5000}, "exceed"),
+        ({"keep_8bit": ["nolayer"]}, "not 'first', 'last' or a layer name"),
+    ],
+)
+def test_bad_search_input_refused_before_work(tiny_ckpt, tmp_path, kw, msg):
+    with pytest.raises(HaqError, match=msg):
+        search(tiny_cfg(tiny_ckpt, **kw), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x" / "episodes.jsonl").exists()
+
+
+def test_model_without_quantizable_layers(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Flatten())\n")
+    save_checkpoint(
+        tmp_path / "m.pt",
+        __import__("torch").nn.Sequential(__import__("torch").nn.Flatten()),
+        CheckpointMeta(f"{path}:build", (1, 8, 8), "digits"),
+    )
+    cfg = tiny_cfg(str(tmp_path / "m.pt"), model=f"{path}:build")
+    with pytest.raises(HaqError, match="no quantizable layers"):
+        search(cfg, tmp_path / "y", progress=False)
+
+
+def test_cli_search_bad_budget_one_line(capsys, tiny_ckpt, tmp_path):
+    code = main(
+        [
+            "search",
+            "--model",
+            "tests.conftest:TinyNet",
+            "--checkpoint",
+            tiny_ckpt,
+            "--dataset",
+            "digits",
+            "--latency",
+            "fast",
+            "--out",
+            str(tmp_path / "z"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "malformed" in err and "Traceback" not in err
