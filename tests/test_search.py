@@ -263,13 +263,13 @@ def test_resume_reproduces_uninterrupted_run(tiny_ckpt, tmp_path, monkeypatch):
 def test_resume_refusals(tiny_ckpt, tmp_path):
     search(tiny_cfg(tiny_ckpt, episodes=3), tmp_path / "c", progress=False)
     before = (tmp_path / "c" / "episodes.jsonl").read_text()
-    with pytest.raises(HaqError, match="different configuration .*hardware"):
+    with pytest.raises(HaqError, match=r"different configuration .*hardware"):
         search(None, tmp_path / "c", resume=True, progress=False, hardware="bismo-edge")
     (tmp_path / "c" / "state.pt").write_bytes(b"garbage")
     with pytest.raises(HaqError, match="corrupt"):
         search(None, tmp_path / "c", resume=True, progress=False)
     assert (tmp_path / "c" / "episodes.jsonl").read_text() == before
-    with pytest.raises(HaqError, match="no config.json"):
+    with pytest.raises(HaqError, match=r"no config\.json"):
         search(None, tmp_path / "nothing", resume=True, progress=False)
 
 
