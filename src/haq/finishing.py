@@ -6,17 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from haq.checkpoint import builtin_checkpoint, load_checkpoint
 from haq.data import TensorLoader, load_dataset
 from haq.errors import HaqError
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
+from haq.quant.serialize import save_quantized
 from haq.train import evaluate, finetune
-
-QUANTIZED_FORMAT = "haq-quantized-1"
 
 
 def final_finetune(
@@ -75,27 +72,15 @@ def final_finetune(
             "fp_test_top1": fp.top1,
         },
     }
-    payload = {
-        "format": QUANTIZED_FORMAT,
+    info = {
         "model": model_spec,
         "checkpoint": str(ckpt),
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),
         "dataset": dataset,
-        "policy": policy.to_dict(),
         "result": result,
-        "state_dict": {k: v.detach().cpu() for k, v in q.state_dict().items()},
     }
-    out_path = Path(out)
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(out_path)
-    except OSError as err:
-        raise HaqError(f"cannot write {str(out_path)!r}: {err.strerror}") from err
+    out_path = save_quantized(out, q, policy, info)
     json_path = out_path.with_suffix(".json")
-    json_path.write_text(
-        json.dumps({k: v for k, v in payload.items() if k != "state_dict"}, indent=2) + "\n"
-    )
+    json_path.write_text(json.dumps({**info, "policy": policy.to_dict()}, indent=2) + "\n")
     return result

@@ -1,0 +1,128 @@
+"""Choose the quantized model to export and write it in the requested format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from haq.checkpoint import builtin_checkpoint, load_checkpoint, read_checkpoint
+from haq.data import TensorLoader, load_dataset
+from haq.errors import HaqError
+from haq.export.onnx_format import check_representable, export_onnx
+from haq.export.torch_format import to_payload
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
+from haq.quant.serialize import QUANTIZED_FORMAT, read_quantized, rebuild_quantized
+
+FORMATS = ("qonnx", "onnx", "torch")
+
+
+def load_for_export(
+    run: str | Path | None = None,
+    policy_path: str | Path | None = None,
+    checkpoint: str | None = None,
+    model: str | None = None,
+    dataset: str = "fashion-mnist",
+) -> tuple[nn.Module, Policy, dict[str, Any], str]:
+    """(quantized model, policy, info, where it came from).
+
+    A run directory gives its finetuned ``final.pt`` when ``haq finetune`` made one, else its
+    best policy applied to the pretrained weights (calibrated, not finetuned). A quantized
+    checkpoint (``haq finetune`` output) is rebuilt as is; a pretrained checkpoint is
+    quantized with ``policy_path`` and calibrated on ``dataset``.
+    """
+    if run is not None:
+        run = Path(run)
+        if (run / "final.pt").is_file():
+            return _from_quantized(run / "final.pt", policy_path)
+        if not (run / "best_policy.json").is_file():
+            raise HaqError(f"{run}: no best_policy.json (not a search run directory with episodes)")
+        cfg = json.loads((run / "config.json").read_text())
+        return _from_pretrained(
+            policy_path or run / "best_policy.json",
+            cfg.get("checkpoint"),
+            cfg["model"],
+            cfg["dataset"],
+        )
+    if checkpoint is not None and _is_quantized(checkpoint):
+        return _from_quantized(Path(checkpoint), policy_path)
+    if policy_path is None:
+        raise HaqError("give --run DIR, or --policy FILE with --checkpoint CKPT")
+    return _from_pretrained(policy_path, checkpoint, model, dataset)
+
+
+def _is_quantized(path: str) -> bool:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == QUANTIZED_FORMAT
+
+
+def _from_quantized(
+    path: Path, policy_path: str | Path | None
+) -> tuple[nn.Module, Policy, dict[str, Any], str]:
+    payload = read_quantized(path)
+    q, policy = rebuild_quantized(payload)
+    if policy_path is not None and Policy.load(policy_path).key() != policy.key():
+        raise HaqError(f"{policy_path} differs from the policy stored in {path}")
+    info = {k: payload[k] for k in ("model", "model_kwargs", "input_shape") if k in payload}
+    return q, policy, info, f"finetuned quantized checkpoint {path}"
+
+
+def _from_pretrained(
+    policy_path: str | Path, checkpoint: str | None, model: str | None, dataset: str
+) -> tuple[nn.Module, Policy, dict[str, Any], str]:
+    ckpt = checkpoint or (builtin_checkpoint(model) if model else None)
+    if ckpt is None:
+        raise HaqError("give --checkpoint (a pretrained or a 'haq finetune' checkpoint)")
+    meta, _ = read_checkpoint(ckpt)
+    net, meta = load_checkpoint(ckpt, model or meta.model)
+    policy = Policy.load(policy_path)
+    train = load_dataset(dataset, train=True)
+    calib = Calibration(net, TensorLoader(train, 256), batches=2)
+    policy.check_layers(calib.layer_names)
+    q = quantize(net, policy, calibration=calib).eval()
+    info = {
+        "model": model or meta.model,
+        "model_kwargs": meta.model_kwargs,
+        "input_shape": list(meta.input_shape),
+    }
+    return (
+        q,
+        policy,
+        info,
+        f"pretrained {ckpt} quantized with {policy_path} (calibrated, not finetuned)",
+    )
+
+
+def export_model(
+    q: nn.Module, policy: Policy, info: dict[str, Any], fmt: str, out: str | Path
+) -> Path:
+    """Write ``q`` to ``out`` in ``fmt``; nothing is left behind when it fails."""
+    if fmt not in FORMATS:
+        raise HaqError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    out_path = Path(out)
+    if not out_path.parent.exists():
+        raise HaqError(
+            f"cannot write {str(out_path)!r}: directory {str(out_path.parent)!r} does not exist"
+        )
+    if fmt != "torch":
+        check_representable(q, fmt)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    try:
+        if fmt == "torch":
+            torch.save(to_payload(q, policy, info), tmp)
+        else:
+            export_onnx(q, fmt, tuple(info["input_shape"]), tmp)
+        tmp.replace(out_path)
+    except OSError as err:
+        raise HaqError(f"cannot write {str(out_path)!r}: {err.strerror}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
