@@ -285,7 +285,33 @@ def cmd_search(args: argparse.Namespace) -> int:
         summary = search(cfg, out, progress=not args.no_progress)
     print(format_summary(summary))
     print(f"\nbest policy: {out}/best_policy.json   episodes: {out}/episodes.jsonl")
+    if not args.no_report:
+        try:
+            from haq.report import make_report
+        except ImportError:
+            print("report skipped: matplotlib is not installed (pip install 'haq[report]')")
+        else:
+            print(f"report: {make_report([out], f'{out}/report')}")
     print(f"final finetune on the full training set: haq finetune --run {out}")
+    return 0
+
+
+# --- haq report / export --------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from haq.report import make_report
+    except ImportError as err:
+        raise HaqError("haq report needs matplotlib: pip install 'haq[report]'") from err
+    print(f"report: {make_report(args.runs, args.out)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from haq.export import export_model, load_for_export
+
+    q, policy, info, source = load_for_export(args.run, args.policy, args.checkpoint, args.model, args.dataset)
+    path = export_model(q, policy, info, args.format, args.out)
+    print(f"exported {source} as {args.format} to {path}")
     return 0
 
 
@@ -458,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     sp.set_defaults(func=cmd_search)
 
     f = sub.add_parser("finetune", help="long final finetune of a policy; test-set accuracy")
@@ -475,6 +502,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default=None)
     f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
     f.set_defaults(func=cmd_finetune)
+
+    r = sub.add_parser("report", help="HTML + PNG report of one or more search runs")
+    r.add_argument("runs", nargs="+", help="run directories (several: side by side)")
+    r.add_argument("--out", default="report", help="output directory (default ./report)")
+    r.set_defaults(func=cmd_report)
+
+    x = sub.add_parser("export", help="export a quantized model: qonnx, onnx (QDQ) or torch")
+    x.add_argument("--run", default=None, help="a search run (its final.pt if finetuned, else its best policy)")
+    x.add_argument("--policy", default=None, help="a policy .json (with --checkpoint)")
+    x.add_argument("--checkpoint", default=None, help="pretrained or 'haq finetune' checkpoint")
+    x.add_argument("--model", default=None, help="model spec (default: the checkpoint's)")
+    x.add_argument("--dataset", default="fashion-mnist", help="calibration data for a pretrained checkpoint")
+    x.add_argument("--format", choices=("qonnx", "onnx", "torch"), required=True)
+    x.add_argument("--out", required=True)
+    x.set_defaults(func=cmd_export)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

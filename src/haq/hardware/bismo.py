@@ -97,3 +97,14 @@ def costs(layers: Sequence[LayerSpec], hw: HardwareConfig) -> ArchCosts:
         dram_bytes=np.broadcast_to(dram_bytes, shape).copy(),
         energy_j=None,
     )
+
+
+def peak_macs_per_s(hw: HardwareConfig, w_bits: int, a_bits: int) -> float:
+    """Roofline compute peak: Dm*Dn*Dk binary ops per cycle, w*a of them per MAC."""
+    p = hw.params
+    return p["dm"] * p["dn"] * p["dk"] / (w_bits * a_bits) * p["clock_mhz"] * 1e6
+
+
+def bandwidth_bytes_per_s(hw: HardwareConfig) -> float:
+    """Roofline memory slope: effective DRAM bandwidth."""
+    return hw.params["dram_bandwidth_gbs"] * 1e9 * hw.params["dram_efficiency"]

@@ -150,3 +150,15 @@ def costs(layers: Sequence[LayerSpec], hw: HardwareConfig) -> ArchCosts:
         dram_bytes=np.broadcast_to(dram_bits / 8.0, shape).copy(),
         energy_j=np.broadcast_to(energy_pj * 1e-12, shape).copy(),
     )
+
+
+def peak_macs_per_s(hw: HardwareConfig, w_bits: int, a_bits: int) -> float:
+    """Roofline compute peak: rows x cols fusion units, ``pf`` MACs each per cycle."""
+    p = hw.params
+    pf = float(precision_factor(np.array(w_bits), np.array(a_bits)))
+    return p["rows"] * p["cols"] * pf * p["clock_mhz"] * 1e6
+
+
+def bandwidth_bytes_per_s(hw: HardwareConfig) -> float:
+    """Roofline memory slope: DRAM bits per cycle x clock."""
+    return hw.params["dram_bits_per_cycle"] / 8.0 * hw.params["clock_mhz"] * 1e6
