@@ -309,7 +309,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from haq.export import export_model, load_for_export
 
-    q, policy, info, source = load_for_export(args.run, args.policy, args.checkpoint, args.model, args.dataset)
+    q, policy, info, source = load_for_export(
+        args.run, args.policy, args.checkpoint, args.model, args.dataset
+    )
     path = export_model(q, policy, info, args.format, args.out)
     print(f"exported {source} as {args.format} to {path}")
     return 0
@@ -484,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sp.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    sp.add_argument(
+        "--no-report", action="store_true", help="do not write the HTML report at the end"
+    )
     sp.set_defaults(func=cmd_search)
 
     f = sub.add_parser("finetune", help="long final finetune of a policy; test-set accuracy")
@@ -509,11 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     x = sub.add_parser("export", help="export a quantized model: qonnx, onnx (QDQ) or torch")
-    x.add_argument("--run", default=None, help="a search run (its final.pt if finetuned, else its best policy)")
+    x.add_argument(
+        "--run", default=None, help="a search run (its final.pt if finetuned, else its best policy)"
+    )
     x.add_argument("--policy", default=None, help="a policy .json (with --checkpoint)")
     x.add_argument("--checkpoint", default=None, help="pretrained or 'haq finetune' checkpoint")
     x.add_argument("--model", default=None, help="model spec (default: the checkpoint's)")
-    x.add_argument("--dataset", default="fashion-mnist", help="calibration data for a pretrained checkpoint")
+    x.add_argument(
+        "--dataset", default="fashion-mnist", help="calibration data for a pretrained checkpoint"
+    )
     x.add_argument("--format", choices=("qonnx", "onnx", "torch"), required=True)
     x.add_argument("--out", required=True)
     x.set_defaults(func=cmd_export)
