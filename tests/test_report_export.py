@@ -162,7 +162,7 @@ def test_export_cli_from_run_and_bad_policy(runs, tmp_path, capsys, tiny_ckpt):
     out = tmp_path / "run.onnx"
     assert main(["export", "--run", str(runs[0]), "--format", "qonnx", "--out", str(out)]) == 0
     assert out.is_file() and "best policy" not in capsys.readouterr().err
-    q, policy, _, source = load_for_export(run=runs[0])
+    _, policy, _, source = load_for_export(run=runs[0])
     assert "calibrated, not finetuned" in source and policy.names == NAMES
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "haq-policy", "version": 7, "layers": []}')

@@ -142,12 +142,11 @@ def check_representable(q: nn.Module, fmt: str) -> None:
                 f"layer {name!r} uses k-means (shared, non-uniform) weights, which {fmt} cannot "
                 "represent; use --format torch"
             )
-        if fmt == "onnx":
-            if m.w_bits == 1 or (m.quantize_input and m.a_bits == 1):
-                raise HaqError(
-                    f"layer {name!r} has 1-bit {'weights' if m.w_bits == 1 else 'activations'}, which "
-                    "QuantizeLinear/DequantizeLinear cannot represent; use --format qonnx"
-                )
+        if fmt == "onnx" and (m.w_bits == 1 or (m.quantize_input and m.a_bits == 1)):
+            raise HaqError(
+                f"layer {name!r} has 1-bit {'weights' if m.w_bits == 1 else 'activations'}, which "
+                "QuantizeLinear/DequantizeLinear cannot represent; use --format qonnx"
+            )
 
 
 def export_onnx(q: nn.Module, fmt: str, input_shape: tuple[int, ...], out: Path) -> None:
