@@ -9,9 +9,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   # the CPU wheel; users with a GPU install their CUDA build of torch first
-  .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  .venv/bin/pip install -q "torch==2.13.0"
 fi
-.venv/bin/pip install -q -e ".[dev,report]" 2>&1 | grep -v "^WARNING: Location" || true
+if ! .venv/bin/pip install -q -e ".[dev,report,export]" >.venv/pip.log 2>&1; then
+  cat .venv/pip.log >&2
+  exit 1
+fi
 .venv/bin/python -c "import haq, torch; print('haq', haq.__version__, 'torch', torch.__version__)"
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${HAQ_DATA:-}" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

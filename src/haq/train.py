@@ -150,7 +150,7 @@ def finetune(
         if not torch.isfinite(loss):
             bar.close()
             raise HaqError(
-                f"finetuning diverged: the loss became {float(loss)} at step {step}; "
+                f"finetuning diverged: the loss became {float(loss.detach())} at step {step}; "
                 "lower the learning rate or raise the bit widths"
             )
         opt.zero_grad(set_to_none=True)

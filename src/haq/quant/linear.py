@@ -80,8 +80,9 @@ def _kl_clip(abs_w: np.ndarray, bits: int, n_bins: int = 512) -> float:
         groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
         mass = np.bincount(groups, weights=hist[:i], minlength=levels)
         nonzero = np.bincount(groups, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
+        # Q is the quantized *slice* without the clipped outliers: the outlier mass that P
+        # piles into its last bin is what clipping costs
         q = np.where(hist[:i] > 0, mass[groups] / np.maximum(nonzero[groups], 1), 0.0)
-        q[i - 1] += hist[i:].sum() * (hist[i - 1] > 0)
         ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
         mask = ps > 0
         kl = float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))

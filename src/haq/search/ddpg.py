@@ -150,6 +150,14 @@ class DDPG:
         """``n_updates`` minibatch steps (the reference does one per stored transition)."""
         if self.buffer.size < self.cfg.batch_size:
             return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # 300-unit MLPs: threads only add overhead (and contention)
+        try:
+            self._updates(n_updates)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _updates(self, n_updates: int) -> None:
         for _ in range(n_updates):
             s, a, r, s2, done = self.buffer.sample(self.rng, self.cfg.batch_size)
             batch_mean = float(r.mean())
