@@ -111,8 +111,8 @@ class DDPG:
         torch.set_rng_state(torch_gen_state)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, foreach=True)
         self.buffer = ReplayBuffer(cfg.replay_episodes * decisions_per_episode, state_dim)
         self.rng = np.random.default_rng(cfg.seed)
         self.baseline: float | None = None
@@ -181,8 +181,9 @@ class DDPG:
 
     def _soft_update(self, target: nn.Module, source: nn.Module) -> None:
         with torch.no_grad():
-            for t, s in zip(target.parameters(), source.parameters(), strict=True):
-                t.mul_(1.0 - self.cfg.tau).add_(s, alpha=self.cfg.tau)
+            t_params, s_params = list(target.parameters()), list(source.parameters())
+            torch._foreach_mul_(t_params, 1.0 - self.cfg.tau)
+            torch._foreach_add_(t_params, s_params, alpha=self.cfg.tau)
 
     # --- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
