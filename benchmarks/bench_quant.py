@@ -28,7 +28,9 @@ from haq.quant.calibrate import Calibration
 from haq.train import evaluate, finetune
 
 
-def forward_ratio(fp: torch.nn.Module, q: torch.nn.Module, x: torch.Tensor, repeats: int = 10) -> tuple[float, float]:
+def forward_ratio(
+    fp: torch.nn.Module, q: torch.nn.Module, x: torch.Tensor, repeats: int = 10
+) -> tuple[float, float]:
     def best(m: torch.nn.Module) -> float:
         times = []
         with torch.no_grad():
@@ -67,7 +69,9 @@ def main() -> None:
         rng = np.random.default_rng(0)
         times = []
         for _ in range(10):
-            pol = Policy.from_arrays(names, rng.integers(2, 9, len(names)), rng.integers(2, 9, len(names)))
+            pol = Policy.from_arrays(
+                names, rng.integers(2, 9, len(names)), rng.integers(2, 9, len(names))
+            )
             t = time.perf_counter()
             quantize(model, pol, calibration=calib)
             times.append(time.perf_counter() - t)
@@ -77,20 +81,32 @@ def main() -> None:
         x = test.images[:256]
         fp_s, q_s = forward_ratio(model.eval(), q8, x)
         r["forward_fp_s"], r["forward_q_s"], r["forward_ratio"] = fp_s, q_s, q_s / fp_s
-        print(f"{name}: FP {fp:.2f}%  w8a8 (no finetune) {r['w8a8_top1']:.2f}%  "
-              f"quantize {r['quantize_s_median'] * 1e3:.0f} ms  forward q/fp {r['forward_ratio']:.2f}x "
-              f"({q_s * 1e3:.0f} vs {fp_s * 1e3:.0f} ms at batch 256)", flush=True)
+        print(
+            f"{name}: FP {fp:.2f}%  w8a8 (no finetune) {r['w8a8_top1']:.2f}%  "
+            f"quantize {r['quantize_s_median'] * 1e3:.0f} ms  forward q/fp {r['forward_ratio']:.2f}x "
+            f"({q_s * 1e3:.0f} vs {fp_s * 1e3:.0f} ms at batch 256)",
+            flush=True,
+        )
         if not args.quick:
             for spec in ("w4a4", "w2a2"):
                 q = quantize(model, Policy.uniform(spec, names), calibration=calib)
                 before = evaluate(q, test_loader).top1
                 t = time.perf_counter()
-                finetune(q, TensorLoader(train, 128, shuffle=True), epochs=1, lr=0.01, seed=0, progress=True)
+                finetune(
+                    q,
+                    TensorLoader(train, 128, shuffle=True),
+                    epochs=1,
+                    lr=0.01,
+                    seed=0,
+                    progress=True,
+                )
                 r[f"{spec}_top1_no_finetune"] = before
                 r[f"{spec}_top1_1epoch"] = evaluate(q, test_loader).top1
                 r[f"{spec}_finetune_s"] = time.perf_counter() - t
-                print(f"  {spec}: {before:.2f}% without finetune, {r[f'{spec}_top1_1epoch']:.2f}% after 1 epoch",
-                      flush=True)
+                print(
+                    f"  {spec}: {before:.2f}% without finetune, {r[f'{spec}_top1_1epoch']:.2f}% after 1 epoch",
+                    flush=True,
+                )
             sens = {}
             for i, layer in enumerate(names):
                 w = np.full(len(names), 8)
@@ -101,9 +117,13 @@ def main() -> None:
             r["sensitivity_w2a2_top1"] = sens
             worst = sorted(sens.items(), key=lambda kv: kv[1])[:5]
             best = sorted(sens.items(), key=lambda kv: -kv[1])[:3]
-            print("  per-layer sensitivity (layer alone at w2a2): most sensitive "
-                  + ", ".join(f"{k} {v:.1f}%" for k, v in worst)
-                  + "; least " + ", ".join(f"{k} {v:.1f}%" for k, v in best), flush=True)
+            print(
+                "  per-layer sensitivity (layer alone at w2a2): most sensitive "
+                + ", ".join(f"{k} {v:.1f}%" for k, v in worst)
+                + "; least "
+                + ", ".join(f"{k} {v:.1f}%" for k, v in best),
+                flush=True,
+            )
         results[name] = r
     if args.json:
         with open(args.json, "w") as fh:

@@ -61,23 +61,44 @@ def run(args: argparse.Namespace) -> dict:
                 entry["w8a8_cost"] = summary["w8a8_cost"]
                 entry["fp32_size_bytes"] = summary["fp32_size_bytes"]
                 u = summary["uniform"]
-                entry["uniform"] = {"bits": u["bits"], "heldout_top1": u["accuracy"], "cost": u["cost"]}
-                policies["uniform"] = Policy.from_arrays(summary["layer_names"], u["w_bits"], u["a_bits"],
-                                                         cfg.mode)
-                entry["haq_bits"] = {"w": summary["best"]["w_bits"], "a": summary["best"]["a_bits"],
-                                     "layers": summary["layer_names"], "kinds": summary["layer_kinds"],
-                                     "memory_bound_w8a8": summary["memory_bound_w8a8"]}
-            print(f"{name} {strategy}: best held-out {summary['best']['accuracy']:.2f}% in "
-                  f"{summary['episodes']} episodes, {wall:.0f} s, agent {100 * entry[strategy]['agent_fraction']:.1f}%",
-                  flush=True)
+                entry["uniform"] = {
+                    "bits": u["bits"],
+                    "heldout_top1": u["accuracy"],
+                    "cost": u["cost"],
+                }
+                policies["uniform"] = Policy.from_arrays(
+                    summary["layer_names"], u["w_bits"], u["a_bits"], cfg.mode
+                )
+                entry["haq_bits"] = {
+                    "w": summary["best"]["w_bits"],
+                    "a": summary["best"]["a_bits"],
+                    "layers": summary["layer_names"],
+                    "kinds": summary["layer_kinds"],
+                    "memory_bound_w8a8": summary["memory_bound_w8a8"],
+                }
+            print(
+                f"{name} {strategy}: best held-out {summary['best']['accuracy']:.2f}% in "
+                f"{summary['episodes']} episodes, {wall:.0f} s, agent {100 * entry[strategy]['agent_fraction']:.1f}%",
+                flush=True,
+            )
         for strategy, policy in policies.items():
-            res = final_finetune(policy, "mobilenet_v2_fmnist", None, "fashion-mnist",
-                                 root / f"{name}-{strategy}-final.pt", epochs=args.final_epochs, lr=0.01,
-                                 progress=False)
+            res = final_finetune(
+                policy,
+                "mobilenet_v2_fmnist",
+                None,
+                "fashion-mnist",
+                root / f"{name}-{strategy}-final.pt",
+                epochs=args.final_epochs,
+                lr=0.01,
+                progress=False,
+            )
             entry.setdefault(strategy, {})["test_top1"] = res["quantized_test_top1"]
             entry["fp_test_top1"] = res["fp_test_top1"]
-            print(f"  final finetune {strategy}: test top-1 {res['quantized_test_top1']:.2f}% "
-                  f"(fp {res['fp_test_top1']:.2f}%)", flush=True)
+            print(
+                f"  final finetune {strategy}: test top-1 {res['quantized_test_top1']:.2f}% "
+                f"(fp {res['fp_test_top1']:.2f}%)",
+                flush=True,
+            )
         results[name] = entry
     return results
 
@@ -93,9 +114,15 @@ def main() -> None:
     results = run(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    metric_of = {"edge-latency": "latency", "cloud-latency": "latency", "fusion-energy": "energy",
-                 "size-kmeans": "size"}
-    print("\nscenario        strategy  test top-1  (fp)     cost vs ref   episodes  wall s  agent %")
+    metric_of = {
+        "edge-latency": "latency",
+        "cloud-latency": "latency",
+        "fusion-energy": "energy",
+        "size-kmeans": "size",
+    }
+    print(
+        "\nscenario        strategy  test top-1  (fp)     cost vs ref   episodes  wall s  agent %"
+    )
     for name, e in results.items():
         m = metric_of[name]
         ref = e["fp32_size_bytes"] if m == "size" else e["w8a8_cost"][m]
@@ -105,8 +132,10 @@ def main() -> None:
             eps = s.get("episodes", 1)
             wall = f"{s['wall_s']:.0f}" if "wall_s" in s else "-"
             agent = f"{100 * s['agent_fraction']:.1f}" if "agent_fraction" in s else "-"
-            print(f"{name:15s} {label:9s} {s['test_top1']:9.2f}%  {e['fp_test_top1']:.2f}  "
-                  f"{s['cost'][m] / ref:8.3f}x  {eps:8d}  {wall:>6s}  {agent:>6s}")
+            print(
+                f"{name:15s} {label:9s} {s['test_top1']:9.2f}%  {e['fp_test_top1']:.2f}  "
+                f"{s['cost'][m] / ref:8.3f}x  {eps:8d}  {wall:>6s}  {agent:>6s}"
+            )
 
 
 if __name__ == "__main__":

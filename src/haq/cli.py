@@ -155,6 +155,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        augment=not args.no_augment,
     )
     print(f"test top-1 {top1:.2f}%  -> {path}")
     return 0
@@ -405,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    t.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     t.set_defaults(func=cmd_pretrain)
 
     e = sub.add_parser("eval", help="accuracy of a policy (quantize, optional finetune, test set)")

@@ -90,14 +90,16 @@ def _cycle(loader: Batches, steps: int) -> Iterable[tuple[Tensor, Tensor]]:
             raise HaqError("cannot finetune on an empty dataset")
 
 
-def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2) -> Tensor:
-    """Random shift by up to ``pad`` pixels and random horizontal flip, batch-wise."""
+def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> Tensor:
+    """Random shift by up to ``pad`` pixels and (``flip``) random horizontal flip, batch-wise."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
     out = padded[:, :, dy : dy + h, dx : dx + w]
-    flip = torch.rand(n, generator=generator) < 0.5
-    return torch.where(flip.view(n, 1, 1, 1).to(x.device), out.flip(3), out)
+    if not flip:
+        return out
+    flipped = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flipped.view(n, 1, 1, 1).to(x.device), out.flip(3), out)
 
 
 def finetune(
@@ -112,12 +114,14 @@ def finetune(
     device: str | torch.device | None = None,
     seed: int | None = None,
     augment: bool = False,
+    flip: bool = True,
     label_smoothing: float = 0.0,
     progress: bool | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with SGD + momentum for ``steps`` batches or ``epochs`` passes.
 
-    ``schedule`` is ``"cosine"`` (decay to 0) or ``"constant"``. A NaN/inf loss stops with a
+    ``schedule`` is ``"cosine"`` (decay to 0) or ``"constant"``. ``augment`` shifts images by
+    up to 2 pixels and, with ``flip``, mirrors half of them. A NaN/inf loss stops with a
     :class:`HaqError` instead of going on to report a meaningless accuracy. Returns the model.
     """
     if (steps is None) == (epochs is None):
@@ -145,7 +149,7 @@ def finetune(
                 g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if augment:
-            x = augment_batch(x, gen)
+            x = augment_batch(x, gen, flip=flip)
         loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
             bar.close()

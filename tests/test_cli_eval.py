@@ -1,0 +1,188 @@
+"""haq pretrain / eval / finetune on the command line (digits data, tiny model)."""
+
+import json
+
+import pytest
+
+from haq.cli import main
+from haq.policy import Policy
+
+NAMES = ["body.0", "body.2", "body.5", "head"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("p") / "tiny.pt"
+    code = main(
+        [
+            "pretrain",
+            "--model",
+            "tests.conftest:TinyNet",
+            "--dataset",
+            "digits",
+            "--out",
+            str(path),
+            "--epochs",
+            "4",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "64",
+            "--no-augment",
+        ]
+    )
+    assert code == 0 and path.is_file()
+    return str(path)
+
+
+def test_pretrain_reaches_useful_accuracy(ckpt):
+    import torch
+
+    payload = torch.load(ckpt, weights_only=False)
+    assert payload["meta"]["accuracy"]["top1"] > 85.0
+    assert payload["meta"]["input_shape"] == (1, 8, 8) or list(payload["meta"]["input_shape"]) == [
+        1,
+        8,
+        8,
+    ]
+
+
+def test_eval_prints_fp_quantized_and_cost(ckpt, capsys):
+    code = main(
+        [
+            "eval",
+            "--model",
+            "tests.conftest:TinyNet",
+            "--checkpoint",
+            ckpt,
+            "--dataset",
+            "digits",
+            "--policy",
+            "w4a4",
+            "--finetune-steps",
+            "5",
+            "--hardware",
+            "bitfusion",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "full precision   top-1" in out and "w4a4" in out and "cost on bitfusion" in out
+
+
+def test_eval_policy_file_and_kmeans(ckpt, capsys, tmp_path):
+    Policy.from_arrays(NAMES, [8, 3, 3, 8], [8, 4, 4, 8]).save(tmp_path / "p.json")
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tests.conftest:TinyNet",
+                "--checkpoint",
+                ckpt,
+                "--dataset",
+                "digits",
+                "--policy",
+                str(tmp_path / "p.json"),
+                "--mode",
+                "kmeans",
+            ]
+        )
+        == 0
+    )
+    assert "kmeans" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--checkpoint", "/nonexistent.pt"], "not found"),
+        (["--policy", "w4a9"], "1..8"),
+        (["--dataset", "mnist"], "not found"),
+    ],
+)
+def test_eval_bad_input(ckpt, capsys, extra, message, monkeypatch, tmp_path):
+    monkeypatch.setenv("HAQ_DATA", str(tmp_path))
+    argv = [
+        "eval",
+        "--model",
+        "tests.conftest:TinyNet",
+        "--checkpoint",
+        ckpt,
+        "--dataset",
+        "digits",
+        *extra,
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_wrong_architecture_and_bad_file(ckpt, capsys, tmp_path):
+    code = main(["eval", "--model", "resnet_fmnist", "--checkpoint", ckpt, "--dataset", "digits"])
+    err = capsys.readouterr().err
+    assert (
+        code == 2 and "written for model 'tests.conftest:TinyNet', not for 'resnet_fmnist'" in err
+    )
+    (tmp_path / "junk.pt").write_text("junk")
+    code = main(
+        [
+            "eval",
+            "--model",
+            "tests.conftest:TinyNet",
+            "--checkpoint",
+            str(tmp_path / "junk.pt"),
+            "--dataset",
+            "digits",
+        ]
+    )
+    assert code == 2 and "unreadable" in capsys.readouterr().err
+    Policy.from_arrays(NAMES[:3], [8, 8, 8], [8, 8, 8]).save(tmp_path / "short.json")
+    code = main(
+        [
+            "eval",
+            "--model",
+            "tests.conftest:TinyNet",
+            "--checkpoint",
+            ckpt,
+            "--dataset",
+            "digits",
+            "--policy",
+            str(tmp_path / "short.json"),
+        ]
+    )
+    assert code == 2 and "no bits for layer 'head'" in capsys.readouterr().err
+
+
+def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path):
+    Policy.from_arrays(NAMES, [8, 3, 3, 8], [8, 4, 4, 8]).save(tmp_path / "p.json")
+    out = tmp_path / "final.pt"
+    code = main(
+        [
+            "finetune",
+            "--policy",
+            str(tmp_path / "p.json"),
+            "--model",
+            "tests.conftest:TinyNet",
+            "--checkpoint",
+            ckpt,
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and "test top-1" in text and out.is_file()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["policy"]["accuracy"]["test_top1"] == pytest.approx(
+        meta["result"]["quantized_test_top1"]
+    )
+    assert meta["result"]["quantized_test_top1"] > 50
+    # the finetuned checkpoint exports as is
+    code = main(
+        ["export", "--checkpoint", str(out), "--format", "torch", "--out", str(tmp_path / "e.pt")]
+    )
+    assert code == 0 and "finetuned quantized checkpoint" in capsys.readouterr().out
