@@ -172,10 +172,12 @@ class DDPG:
             self.critic_opt.zero_grad()
             critic_loss.backward()
             self.critic_opt.step()
+            self.critic.requires_grad_(False)  # the actor step needs no critic weight gradients
             actor_loss = -self.critic(s, self.actor(s)).mean()
             self.actor_opt.zero_grad()
             actor_loss.backward()
             self.actor_opt.step()
+            self.critic.requires_grad_(True)
             self._soft_update(self.actor_target, self.actor)
             self._soft_update(self.critic_target, self.critic)
 

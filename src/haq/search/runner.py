@@ -372,7 +372,9 @@ class Search:
                     self.state.best_episode = episode
                     self._write_best(record)
                 self.state.episode = episode + 1
+                t_save = time.perf_counter()
                 self.save_state()
+                self.agent_s += time.perf_counter() - t_save  # checkpointing is overhead too
                 best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
                 bar.set_postfix_str(
                     f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), "
@@ -422,7 +424,7 @@ class Search:
                 "a_bits": best["a_bits"],
             },
             "uniform": {
-                "bits": int(ua[1] if not self.weights_only else uw[1]),
+                "bits": int(uw[int(np.argmin(c.pinned_w > 0))]),  # the first free layer's bits
                 "accuracy": u_eval.accuracy,
                 "cost": self.costs(uw, ua),
                 "w_bits": uw.tolist(),
