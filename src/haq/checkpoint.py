@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from haq.errors import HaqError
+from haq.fileio import load_payload, save_payload
 from haq.models import load_model_spec
 
 BUILTIN_DIR = Path(__file__).parent / "checkpoints"
+CHECKPOINT_FORMAT = "haq-checkpoint-1"
 
 
 @dataclass
@@ -38,27 +39,16 @@ def builtin_checkpoint(model: str) -> Path | None:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write the state dict and metadata atomically (a temp file, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
+    """Write the state dict and metadata atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": "haq-checkpoint-1", "meta": meta.__dict__, "state_dict": state}, tmp)
-    tmp.replace(out)
-    return out
+    return save_payload(
+        {"format": CHECKPOINT_FORMAT, "meta": meta.__dict__, "state_dict": state}, path
+    )
 
 
 def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, Any]]:
     """Metadata and raw payload of a checkpoint file, with clear errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise HaqError(f"checkpoint {str(p)!r} not found")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise HaqError(f"checkpoint {str(p)!r} is unreadable: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != "haq-checkpoint-1":
-        raise HaqError(f"{str(p)!r} is not a haq checkpoint (written by 'haq pretrain')")
+    payload = load_payload(path, CHECKPOINT_FORMAT, "checkpoint (written by 'haq pretrain')")
     m = payload["meta"]
     meta = CheckpointMeta(
         model=m["model"],

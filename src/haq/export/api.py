@@ -14,6 +14,7 @@ from haq.data import TensorLoader, load_dataset
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
+from haq.fileio import payload_format
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -57,11 +58,7 @@ def load_for_export(
 
 
 def _is_quantized(path: str) -> bool:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return False
-    return isinstance(payload, dict) and payload.get("format") == QUANTIZED_FORMAT
+    return payload_format(path) == QUANTIZED_FORMAT
 
 
 def _from_quantized(

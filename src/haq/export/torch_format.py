@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from haq.errors import HaqError
 from haq.export.integer import integer_weight
+from haq.fileio import load_payload
 from haq.policy import Policy
 from haq.quant.modules import quant_layers
 from haq.quant.serialize import quant_flags, rebuild_quantized
@@ -47,13 +47,7 @@ def to_payload(q: nn.Module, policy: Policy, info: dict[str, Any]) -> dict[str, 
 
 def load_torch_export(path: str | Path) -> nn.Module:
     """Rebuild the quantized model of a ``--format torch`` export (eval mode)."""
-    p = Path(path)
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise HaqError(f"{p} is unreadable: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != TORCH_EXPORT_FORMAT:
-        raise HaqError(f"{p} is not a haq torch export")
+    payload = load_payload(path, TORCH_EXPORT_FORMAT, "haq torch export")
     state = dict(payload["float_state"])
     for name, e in payload["layers"].items():
         if e["mode"] == "kmeans":

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from haq.errors import HaqError
+from haq.fileio import load_payload, save_payload
 from haq.models import load_model_spec
 from haq.policy import Policy
 from haq.quant.api import quantize
@@ -42,29 +43,13 @@ def save_quantized(path: str | Path, q: nn.Module, policy: Policy, info: dict[st
         "quant_flags": quant_flags(q),
         "state_dict": {k: v.detach().cpu() for k, v in q.state_dict().items()},
     }
-    out = Path(path)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        tmp.replace(out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
-    return out
+    return save_payload(payload, path)
 
 
 def read_quantized(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise HaqError(f"quantized checkpoint {str(p)!r} not found")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise HaqError(f"{p} is unreadable: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != QUANTIZED_FORMAT:
-        raise HaqError(f"{p} is not a quantized haq checkpoint (written by 'haq finetune')")
-    return payload
+    return load_payload(
+        path, QUANTIZED_FORMAT, "quantized haq checkpoint (written by 'haq finetune')"
+    )
 
 
 def rebuild_quantized(payload: dict[str, Any]) -> tuple[nn.Module, Policy]:

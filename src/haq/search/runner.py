@@ -28,6 +28,7 @@ from haq.checkpoint import builtin_checkpoint, load_checkpoint
 from haq.data import load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
+from haq.fileio import save_payload
 from haq.hardware import load_hardware
 from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
@@ -296,9 +297,7 @@ class Search:
             "state": self.state.__dict__,
             "timers": [self.agent_s, self.eval_s],
         }
-        tmp = self.out / "state.pt.tmp"
-        torch.save(payload, tmp)
-        tmp.replace(self.out / "state.pt")
+        save_payload(payload, self.out / "state.pt")
 
     def load_state(self) -> None:
         path = self.out / "state.pt"
