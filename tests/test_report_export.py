@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from haq.checkpoint import CheckpointMeta, builtin_checkpoint, load_checkpoint, save_checkpoint
+from haq.checkpoint import builtin_checkpoint, load_checkpoint
 from haq.cli import main
 from haq.data import TensorLoader, load_dataset
 from haq.errors import HaqError
@@ -15,22 +15,8 @@ from haq.report import make_report
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPGConfig
 from haq.search.runner import search
-from haq.train import finetune
-from tests.conftest import TinyNet
 
 NAMES = ["body.0", "body.2", "body.5", "head"]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = TinyNet()
-    finetune(
-        model, TensorLoader(load_dataset("digits"), 64, shuffle=True), epochs=4, lr=0.05, seed=0
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, CheckpointMeta("tests.conftest:TinyNet", (1, 8, 8), "digits"))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import torch
 
 from haq.checkpoint import CheckpointMeta, save_checkpoint
 from haq.cli import main
-from haq.data import TensorLoader, load_dataset
 from haq.errors import HaqError
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
@@ -20,8 +19,7 @@ from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, DDPGConfig
 from haq.search.env import STATE_DIM, Episode, action_to_bits
 from haq.search.runner import Search, search
-from haq.train import finetune
-from tests.conftest import TinyNet, conv_spec
+from tests.conftest import conv_spec
 
 TIMING_KEYS = ("seconds", "eval_seconds")
 
@@ -30,18 +28,6 @@ TIMING_KEYS = ("seconds", "eval_seconds")
 def mbv2_table():
     layers = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
     return {hw: cost_table(layers, load_hardware(hw)) for hw in ("bismo-edge", "bitfusion")}
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = TinyNet()
-    finetune(
-        model, TensorLoader(load_dataset("digits"), 64, shuffle=True), epochs=4, lr=0.05, seed=0
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model, CheckpointMeta("tests.conftest:TinyNet", (1, 8, 8), "digits"))
-    return str(path)
 
 
 def tiny_cfg(ckpt: str, **kw) -> SearchConfig:
