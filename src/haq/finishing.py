@@ -12,7 +12,7 @@ from haq.errors import HaqError
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
-from haq.quant.serialize import save_quantized
+from haq.quant.serialize import quantizer_facts, save_quantized
 from haq.train import evaluate, finetune
 
 
@@ -64,6 +64,7 @@ def final_finetune(
         "epochs": epochs,
         "lr": lr,
     }
+    policy.layer_info = quantizer_facts(q)
     policy.info = {
         **policy.info,
         "accuracy": {

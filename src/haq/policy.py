@@ -43,6 +43,8 @@ class Policy:
     a_bits: list[int]
     mode: str = "linear"
     info: dict[str, Any] = field(default_factory=dict)
+    # optional per-layer quantizer facts (granularity, quantizer, clip values), by layer name
+    layer_info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (len(self.names) == len(self.w_bits) == len(self.a_bits)):
@@ -95,6 +97,7 @@ class Policy:
         if not isinstance(layers, list) or not layers:
             raise HaqError(f"{where}: 'layers' must be a non-empty list")
         names, ws, as_ = [], [], []
+        layer_info: dict[str, dict[str, Any]] = {}
         for i, entry in enumerate(layers):
             if not isinstance(entry, dict) or "name" not in entry:
                 raise HaqError(f"{where}: layers[{i}] needs 'name', 'w_bits' and 'a_bits'")
@@ -104,9 +107,12 @@ class Policy:
             names.append(str(entry["name"]))
             ws.append(entry["w_bits"])
             as_.append(entry["a_bits"])
+            extra = {k: v for k, v in entry.items() if k not in ("name", "w_bits", "a_bits")}
+            if extra:
+                layer_info[str(entry["name"])] = extra
         info = {k: v for k, v in data.items() if k not in ("format", "version", "layers", "mode")}
         try:
-            return cls(names, ws, as_, data.get("mode", "linear"), info)
+            return cls(names, ws, as_, data.get("mode", "linear"), info, layer_info)
         except HaqError as err:
             raise HaqError(f"{where}: {str(err).removeprefix('policy: ')}") from err
 
@@ -161,7 +167,7 @@ class Policy:
             "version": POLICY_VERSION,
             "mode": self.mode,
             "layers": [
-                {"name": n, "w_bits": w, "a_bits": a}
+                {"name": n, "w_bits": w, "a_bits": a, **self.layer_info.get(n, {})}
                 for n, w, a in zip(self.names, self.w_bits, self.a_bits, strict=True)
             ],
             **self.info,

@@ -31,6 +31,25 @@ def quant_flags(q: nn.Module) -> dict[str, dict[str, bool]]:
     }
 
 
+def quantizer_facts(q: nn.Module) -> dict[str, dict[str, Any]]:
+    """Per-layer quantizer, granularity and clip values of a quantized model (policy files)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for name, m in quant_layers(q).items():
+        entry: dict[str, Any] = {"quantizer": m.mode}
+        if m.mode == "linear":
+            clip = m.w_clip.detach().cpu()
+            entry["granularity"] = "per-channel" if clip.dim() == 1 else "per-tensor"
+            entry["w_clip"] = clip.tolist() if clip.dim() == 1 else float(clip)
+        else:
+            entry["granularity"] = "per-tensor"
+            entry["centroids"] = m.centroids.detach().cpu().tolist()
+        if m.quantize_input:
+            entry["a_clip"] = float(m.a_clip.detach().abs())
+            entry["a_signed"] = m.a_signed
+        facts[name] = entry
+    return facts
+
+
 def save_quantized(path: str | Path, q: nn.Module, policy: Policy, info: dict[str, Any]) -> Path:
     """Write ``info`` (model spec, model_kwargs, input_shape, ...) + policy + state dict."""
     for key in ("model", "input_shape"):
