@@ -181,7 +181,8 @@ def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path):
         meta["result"]["quantized_test_top1"]
     )
     assert meta["result"]["quantized_test_top1"] > 50
-    layer = meta["policy"]["layers"][1]  # the depthwise conv: quantizer facts travel with the policy
+    # the depthwise conv: quantizer facts travel with the policy
+    layer = meta["policy"]["layers"][1]
     assert layer["quantizer"] == "linear" and layer["granularity"] == "per-tensor"
     assert layer["w_clip"] > 0 and layer["a_clip"] > 0 and layer["a_signed"] is False
     assert "a_clip" not in meta["policy"]["layers"][0]  # the network input is not re-quantized

@@ -101,7 +101,9 @@ def test_policy_json_round_trip_and_errors(tmp_path):
     back = Policy.load(tmp_path / "p.json")
     assert back.key() == ((4, 6), (8, 2)) and back.info["accuracy"]["top1"] == 90.0
     data = json.loads((tmp_path / "p.json").read_text())
-    data["layers"][0].update({"quantizer": "linear", "granularity": "per-channel", "w_clip": [0.5, 0.7]})
+    data["layers"][0].update(
+        {"quantizer": "linear", "granularity": "per-channel", "w_clip": [0.5, 0.7]}
+    )
     (tmp_path / "q.json").write_text(json.dumps(data))
     extra = Policy.load(tmp_path / "q.json")
     assert extra.layer_info["a"]["w_clip"] == [0.5, 0.7]

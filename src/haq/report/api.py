@@ -25,10 +25,21 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     figures.append(("Per-layer bits of the best policy", plots.bits_figure(runs, out / "bits.png")))
     for run in runs:
         tag = run.name
-        figures.append((f"{tag}: per-layer cost and bound", plots.cost_figure(run, out / f"cost_{tag}.png")))
-        figures.append((f"{tag}: roofline", plots.roofline_figure(run, out / f"roofline_{tag}.png")))
-        figures.append((f"{tag}: search curve", plots.search_figure(run, out / f"search_{tag}.png")))
-    figures.append(("Accuracy vs cost of every evaluated policy", plots.pareto_figure(runs, out / "pareto.png")))
+        figures.append(
+            (f"{tag}: per-layer cost and bound", plots.cost_figure(run, out / f"cost_{tag}.png"))
+        )
+        figures.append(
+            (f"{tag}: roofline", plots.roofline_figure(run, out / f"roofline_{tag}.png"))
+        )
+        figures.append(
+            (f"{tag}: search curve", plots.search_figure(run, out / f"search_{tag}.png"))
+        )
+    figures.append(
+        (
+            "Accuracy vs cost of every evaluated policy",
+            plots.pareto_figure(runs, out / "pareto.png"),
+        )
+    )
     page = out / "index.html"
     page.write_text(_html(runs, figures))
     return page
@@ -36,7 +47,9 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -52,17 +65,33 @@ def _html(runs: list[RunData], figures: list[tuple[str, Path]]) -> str:
         s = run.summary
         best = run.best
         parts.append(f"<h2>{html.escape(run.label)}</h2>")
-        acc_rows = [["full precision", f"{s['fp_heldout_top1']:.2f}%" if s else "-"],
-                    [f"best policy (episode {best['episode']})", f"{best['accuracy']:.2f}%"]]
+        acc_rows = [
+            ["full precision", f"{s['fp_heldout_top1']:.2f}%" if s else "-"],
+            [f"best policy (episode {best['episode']})", f"{best['accuracy']:.2f}%"],
+        ]
         if s:
-            acc_rows.append([f"uniform w{s['uniform']['bits']}a{s['uniform']['bits']}", f"{s['uniform']['accuracy']:.2f}%"])
-        parts.append(f"<p>model <b>{html.escape(run.config['model'])}</b>, {len(run.episodes)} episodes, "
-                     f"strategy {html.escape(run.config['strategy'])}, mode {html.escape(run.config['mode'])}. "
-                     "Accuracy: top-1 on the held-out train subset after the short per-episode finetune.</p>")
+            acc_rows.append(
+                [
+                    f"uniform w{s['uniform']['bits']}a{s['uniform']['bits']}",
+                    f"{s['uniform']['accuracy']:.2f}%",
+                ]
+            )
+        parts.append(
+            f"<p>model <b>{html.escape(run.config['model'])}</b>, {len(run.episodes)} episodes, "
+            f"strategy {html.escape(run.config['strategy'])}, mode {html.escape(run.config['mode'])}. "
+            "Accuracy: top-1 on the held-out train subset after the short per-episode finetune.</p>"
+        )
         parts.append(_table(["policy", "held-out top-1"], acc_rows))
-        parts.append(_table(["metric", "best policy", "budget", "all w8a8", "policy / w8a8"], plots.summary_rows(run)))
+        parts.append(
+            _table(
+                ["metric", "best policy", "budget", "all w8a8", "policy / w8a8"],
+                plots.summary_rows(run),
+            )
+        )
     for title, path in figures:
         data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)

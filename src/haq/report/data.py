@@ -51,7 +51,9 @@ def load_run(path: str | Path) -> RunData:
         raise HaqError(f"{p}: not a search run directory (no config.json)")
     config = json.loads((p / "config.json").read_text())
     episodes = read_episodes(p)
-    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
+    summary = (
+        json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
+    )
     ckpt = config.get("checkpoint") or builtin_checkpoint(config["model"])
     if ckpt is None:
         raise HaqError(f"{p}: cannot find the checkpoint of model {config['model']!r}")

@@ -25,7 +25,12 @@ STYLE = {
 }
 W_COLOR, A_COLOR = "#1f77b4", "#ff7f0e"
 BOUND_COLORS = {"compute": "#4c72b0", "memory": "#dd8452"}
-UNIT_SCALE = {"latency": (1e3, "ms"), "energy": (1e3, "mJ"), "size": (1e-3, "kB"), "bops": (1e-9, "GBOPs")}
+UNIT_SCALE = {
+    "latency": (1e3, "ms"),
+    "energy": (1e3, "mJ"),
+    "size": (1e-3, "kB"),
+    "bops": (1e-9, "GBOPs"),
+}
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -39,7 +44,9 @@ def bits_figure(runs: list[RunData], path: Path) -> Path:
     """Per-layer weight and activation bits of each run's best policy, one panel per run."""
     with plt.rc_context(STYLE):
         n = len(runs[0].table.layers)
-        fig, axes = plt.subplots(len(runs), 1, figsize=(max(8, 0.17 * n + 2), 2.4 * len(runs)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(runs), 1, figsize=(max(8, 0.17 * n + 2), 2.4 * len(runs)), squeeze=False
+        )
         for ax, run in zip(axes[:, 0], runs, strict=True):
             w, a = run.best_bits()
             x = np.arange(len(w))
@@ -66,7 +73,9 @@ def cost_figure(run: RunData, path: Path) -> Path:
         panels.append(("energy", cost.energy_j * 1e3, "energy (mJ per batch)"))
     bound = np.where(cost.memory_bound, "memory", "compute")
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.17 * len(w) + 2), 2.4 * len(panels)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(panels), 1, figsize=(max(8, 0.17 * len(w) + 2), 2.4 * len(panels)), squeeze=False
+        )
         for ax, (_, values, label) in zip(axes[:, 0], panels, strict=True):
             x = np.arange(len(values))
             for kind, color in BOUND_COLORS.items():
@@ -98,12 +107,24 @@ def roofline_figure(run: RunData, path: Path) -> Path:
             perf = macs / run.table.latency_s[idx]
             mem = run.table.memory_bound[idx]
             ridge = arch.peak_macs_per_s(hw, 2, 2) / bw  # show every roof's flat part
-            xs = np.logspace(np.log10(min(oi.min(), ridge) / 3), np.log10(max(oi.max(), ridge) * 3), 200)
+            xs = np.logspace(
+                np.log10(min(oi.min(), ridge) / 3), np.log10(max(oi.max(), ridge) * 3), 200
+            )
             for bits, style in ((8, "-"), (4, "--"), (2, ":")):
                 peak = arch.peak_macs_per_s(hw, bits, bits)
-                ax.plot(xs, np.minimum(peak, bw * xs), "k" + style, lw=1, label=f"roof at w{bits}a{bits}")
-            ax.scatter(oi[~mem], perf[~mem], c=BOUND_COLORS["compute"], s=18, label="compute-bound layer")
-            ax.scatter(oi[mem], perf[mem], c=BOUND_COLORS["memory"], s=18, label="memory-bound layer")
+                ax.plot(
+                    xs,
+                    np.minimum(peak, bw * xs),
+                    "k" + style,
+                    lw=1,
+                    label=f"roof at w{bits}a{bits}",
+                )
+            ax.scatter(
+                oi[~mem], perf[~mem], c=BOUND_COLORS["compute"], s=18, label="compute-bound layer"
+            )
+            ax.scatter(
+                oi[mem], perf[mem], c=BOUND_COLORS["memory"], s=18, label="memory-bound layer"
+            )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("operational intensity (MACs per DRAM byte)")
@@ -125,7 +146,10 @@ def search_figure(run: RunData, path: Path) -> Path:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
         for ax, values, label in zip(
-            axes, (acc, reward, cost), ("held-out top-1 (%)", "reward", f"{metric} ({unit})"), strict=True
+            axes,
+            (acc, reward, cost),
+            ("held-out top-1 (%)", "reward", f"{metric} ({unit})"),
+            strict=True,
         ):
             ax.scatter(eps, values, s=8, alpha=0.7)
             ax.set_ylabel(label)
@@ -156,13 +180,29 @@ def pareto_figure(runs: list[RunData], path: Path) -> Path:
                 acc = np.array([r["accuracy"] for r in run.episodes])
                 ax.scatter(c, acc, s=10, alpha=0.5, color=color, label=f"{run.name} policies")
                 best = run.best
-                ax.scatter([best["cost"][metric] * scale], [best["accuracy"]], marker="*", s=160,
-                           color=color, edgecolor="k", label=f"{run.name} best")
+                ax.scatter(
+                    [best["cost"][metric] * scale],
+                    [best["accuracy"]],
+                    marker="*",
+                    s=160,
+                    color=color,
+                    edgecolor="k",
+                    label=f"{run.name} best",
+                )
                 if run.summary:
                     u = run.summary["uniform"]
-                    ax.scatter([u["cost"][metric] * scale], [u["accuracy"]], marker="s", s=60, color=color,
-                               edgecolor="k", label=f"{run.name} uniform w{u['bits']}a{u['bits']}")
-                    ax.axvline(run.summary["budgets"][metric]["limit"] * scale, color=color, ls="--", lw=1)
+                    ax.scatter(
+                        [u["cost"][metric] * scale],
+                        [u["accuracy"]],
+                        marker="s",
+                        s=60,
+                        color=color,
+                        edgecolor="k",
+                        label=f"{run.name} uniform w{u['bits']}a{u['bits']}",
+                    )
+                    ax.axvline(
+                        run.summary["budgets"][metric]["limit"] * scale, color=color, ls="--", lw=1
+                    )
             ax.set_xlabel(f"{metric} ({unit})")
             ax.set_ylabel("held-out top-1 (%)")
             ax.set_title(f"accuracy vs {metric} (dashed: budget)")
@@ -182,6 +222,13 @@ def summary_rows(run: RunData) -> list[list[str]]:
             continue
         v, r = cost.total(metric), ref.total(metric)
         b = budgets.get(metric)
-        rows.append([metric, format_value(metric, v), format_value(metric, b["limit"]) if b else "-",
-                     format_value(metric, r), f"{v / r:.3f}x"])
+        rows.append(
+            [
+                metric,
+                format_value(metric, v),
+                format_value(metric, b["limit"]) if b else "-",
+                format_value(metric, r),
+                f"{v / r:.3f}x",
+            ]
+        )
     return rows
