@@ -84,9 +84,11 @@ def _match(q, path, fmt, x):
     else:
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.core.onnx_exec import execute_onnx
-        from qonnx.util.cleanup import cleanup_model
+        from qonnx.transformation.infer_shapes import InferShapes
 
-        mw = cleanup_model(ModelWrapper(str(path)))
+        # shape inference only: qonnx's full cleanup folds constants one node at a time and
+        # re-infers shapes after each, which takes minutes on MobileNet-sized graphs
+        mw = ModelWrapper(str(path)).transform(InferShapes())
         i, o = mw.graph.input[0].name, mw.graph.output[0].name
         out = np.concatenate(
             [execute_onnx(mw, {i: x[k : k + 1].numpy()})[o] for k in range(len(x))]
