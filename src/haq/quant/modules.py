@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from haq.quant.kmeans import cluster_counts, shared_weight
 from haq.quant.linear import quantize_signed_act, quantize_symmetric, quantize_unsigned
 
 
@@ -48,13 +49,15 @@ class QuantLayer(nn.Module):
                 raise ValueError("kmeans mode needs centroids and assign")
             self.centroids = nn.Parameter(centroids.detach().clone())
             self.register_buffer("assign", assign.detach().clone())
+            counts = cluster_counts(self.assign, self.centroids.shape[0])
+            self.register_buffer("counts", counts, persistent=False)
             layer.weight.requires_grad_(False)
         if self.quantize_input:
             self.a_clip = nn.Parameter(torch.tensor(float(a_clip if a_clip else 1.0)))
 
     def quantized_weight(self) -> Tensor:
         if self.mode == "kmeans":
-            return self.centroids[self.assign]
+            return shared_weight(self.centroids, self.assign, self.counts)
         w = self.layer.weight
         clip = self.w_clip
         if clip.dim() == 1:
