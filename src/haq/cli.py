@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="find a mixed-precision policy under budgets (HAQ agent or baselines)",
         description="With no arguments: the reference MobileNet-V2-style Fashion-MNIST model on "
-        "bismo-edge under half the w8a8 latency, in about 5 minutes on 2 CPU cores.",
+        "bismo-edge under half the w8a8 latency, in about 8 minutes on 2 CPU cores.",
     )
     sp.add_argument("--model", default=S, help="default mobilenet_v2_fmnist")
     sp.add_argument("--checkpoint", default=S, help="default: the model's shipped weights")
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="linear (weights+activations, default) or kmeans (weights only, for --size)",
     )
-    sp.add_argument("--episodes", type=int, default=S, help="default 120")
+    sp.add_argument("--episodes", type=int, default=S, help="default 60")
     sp.add_argument(
         "--warmup", type=int, default=S, help="random warm-up episodes of the agent (default 20)"
     )
@@ -469,7 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-8bit", default=S, help="pinned layers: first,last (default), none, or layer names"
     )
     sp.add_argument(
-        "--finetune-steps", type=int, default=S, help="per episode, default 4; 0 = calibration only"
+        "--finetune-steps",
+        type=int,
+        default=S,
+        help="per episode, default 16; 0 = calibration only",
     )
     sp.add_argument(
         "--finetune-size", type=int, default=S, help="train-subset images for finetuning (5000)"
@@ -478,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--heldout-size", type=int, default=S, help="held-out train images for the reward (2000)"
     )
     sp.add_argument("--batch-size", type=int, default=S, help="finetune batch (64)")
-    sp.add_argument("--lr", type=float, default=S, help="finetune learning rate (1e-3)")
+    sp.add_argument("--lr", type=float, default=S, help="per-episode finetune learning rate (0.01)")
     sp.add_argument("--per-channel", action="store_true", default=S)
     sp.add_argument("--weight-clip", choices=("kl", "mse", "max"), default=S)
     sp.add_argument("--seed", type=int, default=S)

@@ -111,8 +111,13 @@ class DDPG:
         torch.set_rng_state(torch_gen_state)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, foreach=True)
+        self._target_params = [
+            *self.actor_target.parameters(),
+            *self.critic_target.parameters(),
+        ]
+        self._source_params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=True)
         self.buffer = ReplayBuffer(cfg.replay_episodes * decisions_per_episode, state_dim)
         self.rng = np.random.default_rng(cfg.seed)
         self.baseline: float | None = None
@@ -178,14 +183,12 @@ class DDPG:
             actor_loss.backward()
             self.actor_opt.step()
             self.critic.requires_grad_(True)
-            self._soft_update(self.actor_target, self.actor)
-            self._soft_update(self.critic_target, self.critic)
+            self._soft_update()
 
-    def _soft_update(self, target: nn.Module, source: nn.Module) -> None:
+    def _soft_update(self) -> None:
+        """target <- (1 - tau) target + tau source, for both networks in one fused call."""
         with torch.no_grad():
-            t_params, s_params = list(target.parameters()), list(source.parameters())
-            torch._foreach_mul_(t_params, 1.0 - self.cfg.tau)
-            torch._foreach_add_(t_params, s_params, alpha=self.cfg.tau)
+            torch._foreach_lerp_(self._target_params, self._source_params, self.cfg.tau)
 
     # --- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
