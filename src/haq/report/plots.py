@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -179,27 +180,11 @@ def pareto_figure(runs: list[RunData], path: Path) -> Path:
                 c = np.array([r["cost"][metric] for r in run.episodes]) * scale
                 acc = np.array([r["accuracy"] for r in run.episodes])
                 ax.scatter(c, acc, s=10, alpha=0.5, color=color, label=f"{run.name} policies")
-                best = run.best
-                ax.scatter(
-                    [best["cost"][metric] * scale],
-                    [best["accuracy"]],
-                    marker="*",
-                    s=160,
-                    color=color,
-                    edgecolor="k",
-                    label=f"{run.name} best",
-                )
+                _mark(ax, run.best, metric, scale, color, "*", 160, f"{run.name} best")
                 if run.summary:
                     u = run.summary["uniform"]
-                    ax.scatter(
-                        [u["cost"][metric] * scale],
-                        [u["accuracy"]],
-                        marker="s",
-                        s=60,
-                        color=color,
-                        edgecolor="k",
-                        label=f"{run.name} uniform w{u['bits']}a{u['bits']}",
-                    )
+                    label = f"{run.name} uniform w{u['bits']}a{u['bits']}"
+                    _mark(ax, u, metric, scale, color, "s", 60, label)
                     ax.axvline(
                         run.summary["budgets"][metric]["limit"] * scale, color=color, ls="--", lw=1
                     )
@@ -232,3 +217,18 @@ def summary_rows(run: RunData) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _mark(
+    ax: Any, point: dict, metric: str, scale: float, color: str, marker: str, size: int, label: str
+) -> None:
+    """One highlighted policy (best or uniform) on an accuracy-vs-cost plot."""
+    ax.scatter(
+        [point["cost"][metric] * scale],
+        [point["accuracy"]],
+        marker=marker,
+        s=size,
+        color=color,
+        edgecolor="k",
+        label=label,
+    )
