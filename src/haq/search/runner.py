@@ -40,7 +40,7 @@ from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
 from haq.train import evaluate
 
-STATE_FORMAT = "haq-search-state-1"
+STATE_FORMAT = "haq-search-state-2"
 
 
 @dataclass
