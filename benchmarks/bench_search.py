@@ -11,6 +11,10 @@ the uniform baseline; then the same final finetune for the three policies, and t
 Fashion-MNIST test set. Prints a table and writes benchmarks/results/search.json.
 
     python benchmarks/bench_search.py [--episodes 60] [--final-epochs 0.34] [--scenarios ...]
+        [--strategies haq random uniform]
+
+``--strategies haq`` reruns only the HAQ rows (after a change to the agent) and keeps the
+random and uniform rows of the existing JSON, which do not depend on the agent.
 """
 
 from __future__ import annotations
@@ -34,72 +38,95 @@ SCENARIOS = {
 }
 
 
-def run(args: argparse.Namespace) -> dict:
+STRATEGIES = ("haq", "random", "uniform")
+
+
+def _final(policy: Policy, path: Path, epochs: float) -> tuple[float, float]:
+    """(quantized test top-1, fp test top-1) after the benchmark's final finetune."""
+    res = final_finetune(
+        policy,
+        "mobilenet_v2_fmnist",
+        None,
+        "fashion-mnist",
+        path,
+        epochs=epochs,
+        lr=0.01,
+        progress=False,
+    )
+    return res["quantized_test_top1"], res["fp_test_top1"]
+
+
+def run_scenario(name: str, args: argparse.Namespace, entry: dict) -> dict:
+    """Run the requested strategies of one scenario, updating ``entry`` (rows of strategies
+    not requested, from an earlier run, are kept)."""
+    spec = SCENARIOS[name]
     root = Path(args.runs)
-    results = {}
-    for name in args.scenarios:
-        spec = SCENARIOS[name]
-        entry: dict = {"scenario": name, **{k: v for k, v in spec.items()}}
-        policies = {}
-        for strategy in ("haq", "random"):
-            out = root / f"{name}-{strategy}"
-            shutil.rmtree(out, ignore_errors=True)
-            cfg = SearchConfig(strategy=strategy, episodes=args.episodes, **spec)  # type: ignore[arg-type]
-            t = time.perf_counter()
-            summary = search(cfg, out, progress=False)
-            wall = time.perf_counter() - t
-            entry[strategy] = {
-                "episodes": summary["episodes"],
-                "wall_s": wall,
-                "agent_fraction": summary["timing_s"]["agent_fraction"],
-                "heldout_top1": summary["best"]["accuracy"],
-                "cost": summary["best"]["cost"],
+    entry.update({"scenario": name, **spec})
+    policies = {}
+    searches = [s for s in ("haq", "random") if s in args.strategies] or ["uniform"]
+    for strategy in searches:
+        out = root / f"{name}-{strategy}"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = SearchConfig(strategy=strategy, episodes=args.episodes, **spec)  # type: ignore[arg-type]
+        t = time.perf_counter()
+        summary = search(cfg, out, progress=False)
+        wall = time.perf_counter() - t
+        entry["fp_heldout_top1"] = summary["fp_heldout_top1"]
+        entry["w8a8_cost"] = summary["w8a8_cost"]
+        entry["fp32_size_bytes"] = summary["fp32_size_bytes"]
+        u = summary["uniform"]
+        entry["uniform"] = {  # keeps an earlier test_top1: the uniform policy is deterministic
+            **entry.get("uniform", {}),
+            **{"bits": u["bits"], "heldout_top1": u["accuracy"], "cost": u["cost"]},
+        }
+        policies["uniform"] = Policy.from_arrays(
+            summary["layer_names"], u["w_bits"], u["a_bits"], cfg.mode
+        )
+        if strategy == "uniform":
+            continue
+        entry[strategy] = {
+            "episodes": summary["episodes"],
+            "wall_s": wall,
+            "agent_fraction": summary["timing_s"]["agent_fraction"],
+            "heldout_top1": summary["best"]["accuracy"],
+            "cost": summary["best"]["cost"],
+        }
+        policies[strategy] = Policy.load(out / "best_policy.json")
+        if strategy == "haq":
+            entry["haq_bits"] = {
+                "w": summary["best"]["w_bits"],
+                "a": summary["best"]["a_bits"],
+                "layers": summary["layer_names"],
+                "kinds": summary["layer_kinds"],
+                "memory_bound_w8a8": summary["memory_bound_w8a8"],
             }
-            policies[strategy] = Policy.load(out / "best_policy.json")
-            if strategy == "haq":
-                entry["fp_heldout_top1"] = summary["fp_heldout_top1"]
-                entry["w8a8_cost"] = summary["w8a8_cost"]
-                entry["fp32_size_bytes"] = summary["fp32_size_bytes"]
-                u = summary["uniform"]
-                entry["uniform"] = {
-                    "bits": u["bits"],
-                    "heldout_top1": u["accuracy"],
-                    "cost": u["cost"],
-                }
-                policies["uniform"] = Policy.from_arrays(
-                    summary["layer_names"], u["w_bits"], u["a_bits"], cfg.mode
-                )
-                entry["haq_bits"] = {
-                    "w": summary["best"]["w_bits"],
-                    "a": summary["best"]["a_bits"],
-                    "layers": summary["layer_names"],
-                    "kinds": summary["layer_kinds"],
-                    "memory_bound_w8a8": summary["memory_bound_w8a8"],
-                }
-            print(
-                f"{name} {strategy}: best held-out {summary['best']['accuracy']:.2f}% in "
-                f"{summary['episodes']} episodes, {wall:.0f} s, agent {100 * entry[strategy]['agent_fraction']:.1f}%",
-                flush=True,
-            )
-        for strategy, policy in policies.items():
-            res = final_finetune(
-                policy,
-                "mobilenet_v2_fmnist",
-                None,
-                "fashion-mnist",
-                root / f"{name}-{strategy}-final.pt",
-                epochs=args.final_epochs,
-                lr=0.01,
-                progress=False,
-            )
-            entry.setdefault(strategy, {})["test_top1"] = res["quantized_test_top1"]
-            entry["fp_test_top1"] = res["fp_test_top1"]
-            print(
-                f"  final finetune {strategy}: test top-1 {res['quantized_test_top1']:.2f}% "
-                f"(fp {res['fp_test_top1']:.2f}%)",
-                flush=True,
-            )
-        results[name] = entry
+        print(
+            f"{name} {strategy}: best held-out {summary['best']['accuracy']:.2f}% in "
+            f"{summary['episodes']} episodes, {wall:.0f} s, "
+            f"agent {100 * entry[strategy]['agent_fraction']:.1f}%",
+            flush=True,
+        )
+    for strategy in args.strategies:
+        top1, fp_top1 = _final(
+            policies[strategy], root / f"{name}-{strategy}-final.pt", args.final_epochs
+        )
+        entry[strategy]["test_top1"] = top1
+        entry["fp_test_top1"] = fp_top1
+        print(
+            f"  final finetune {strategy}: test top-1 {top1:.2f}% (fp {fp_top1:.2f}%)", flush=True
+        )
+    return entry
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every requested scenario; with a subset of strategies, merged into the existing JSON."""
+    path = Path(args.json)
+    merge = set(args.strategies) != set(STRATEGIES) and path.is_file()
+    results = json.loads(path.read_text()) if merge else {}
+    for name in args.scenarios:
+        results[name] = run_scenario(name, args, results.get(name, {}) if merge else {})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")  # after every scenario
     return results
 
 
@@ -110,10 +137,15 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--json", default="benchmarks/results/search.json")
+    ap.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=STRATEGIES,
+        help="a subset reruns only those rows and keeps the others from --json",
+    )
     args = ap.parse_args()
     results = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     metric_of = {
         "edge-latency": "latency",
         "cloud-latency": "latency",

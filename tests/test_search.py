@@ -16,7 +16,7 @@ from haq.models import create_model
 from haq.policy import Policy
 from haq.search.budget import check_feasible, enforce, parse_budget
 from haq.search.config import SearchConfig
-from haq.search.ddpg import DDPG, DDPGConfig
+from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
 from haq.search.env import STATE_DIM, Episode, action_to_bits
 from haq.search.runner import Search, search
 from tests.conftest import conv_spec
@@ -313,6 +313,27 @@ def test_resume_reproduces_uninterrupted_run(tiny_ckpt, tmp_path, monkeypatch):
     assert _strip(tmp_path / "a" / "episodes.jsonl") == _strip(tmp_path / "b" / "episodes.jsonl")
 
 
+def test_exploration_schedule_is_the_papers_stretched_to_the_run():
+    assert stretched_sigma_decay(600, 20) == pytest.approx(0.99)
+    decay = stretched_sigma_decay(60, 20)
+    assert decay == pytest.approx(0.99 ** (580 / 40))
+    agent = DDPG(STATE_DIM, 4, DDPGConfig(sigma_decay=decay))
+    paper = DDPG(STATE_DIM, 4, DDPGConfig(sigma_decay=0.99))
+    assert agent.sigma(60) == pytest.approx(paper.sigma(600))  # same final exploration
+    assert agent.sigma(20) == paper.sigma(20) == 0.5
+    assert DDPG(STATE_DIM, 4, DDPGConfig()).sigma(21) == pytest.approx(0.5 * 0.99)
+
+
+def test_resume_keeps_the_saved_exploration_schedule(tiny_ckpt, tmp_path):
+    search(tiny_cfg(tiny_ckpt, episodes=3), tmp_path / "g", progress=False)
+    saved = json.loads((tmp_path / "g" / "config.json").read_text())["ddpg"]["sigma_decay"]
+    assert saved == pytest.approx(stretched_sigma_decay(3, 2))
+    summary = search(None, tmp_path / "g", resume=True, progress=False, episodes=5)
+    assert summary["episodes"] == 5
+    grown = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert grown["episodes"] == 5 and grown["ddpg"]["sigma_decay"] == saved
+
+
 def test_resume_refusals(tiny_ckpt, tmp_path):
     search(tiny_cfg(tiny_ckpt, episodes=3), tmp_path / "c", progress=False)
     before = (tmp_path / "c" / "episodes.jsonl").read_text()
@@ -336,6 +357,7 @@ def test_resume_refusals(tiny_ckpt, tmp_path):
         ({"budgets": {"power": "1x"}}, "unknown budget metric"),
         ({"finetune_size": 5000}, "exceed"),
         ({"keep_8bit": ["nolayer"]}, "not 'first', 'last' or a layer name"),
+        ({"ddpg": DDPGConfig(sigma_decay=1.5)}, r"sigma-decay must lie in \(0, 1\]"),
     ],
 )
 def test_bad_search_input_refused_before_work(tiny_ckpt, tmp_path, kw, msg):
@@ -375,3 +397,12 @@ def test_cli_search_bad_budget_one_line(capsys, tiny_ckpt, tmp_path):
     )
     err = capsys.readouterr().err
     assert code == 2 and "malformed" in err and "Traceback" not in err
+
+
+def test_cli_search_bad_sigma_decay_one_line(capsys, tiny_ckpt, tmp_path):
+    args = ["search", "--model", "tests.conftest:TinyNet", "--checkpoint", tiny_ckpt]
+    args += ["--dataset", "digits", "--sigma-decay", "0", "--out", str(tmp_path / "s")]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and "--sigma-decay must lie in (0, 1]" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

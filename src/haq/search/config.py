@@ -56,6 +56,11 @@ class SearchConfig:
             raise HaqError(f"bit range {self.min_bit}..{self.max_bit} must lie within 1..8")
         if self.episodes < 1:
             raise HaqError("--episodes must be >= 1")
+        decay = self.ddpg.sigma_decay
+        if decay is not None and not 0.0 < decay <= 1.0:
+            raise HaqError(f"--sigma-decay must lie in (0, 1], got {decay}")
+        if self.ddpg.warmup_episodes < 0:
+            raise HaqError("--warmup must be >= 0")
         if not self.budgets:
             raise HaqError("give at least one budget: --latency, --energy, --size or --bops")
         for name, value in (

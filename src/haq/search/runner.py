@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from haq.policy import Policy
 from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
 from haq.search.config import SearchConfig
-from haq.search.ddpg import DDPG
+from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
 from haq.search.env import STATE_DIM, Episode
 from haq.train import evaluate
 
@@ -482,6 +482,11 @@ def search(
         saved = SearchConfig.load(saved_path)
         if cfg is not None or overrides:
             wanted = (cfg or saved).to_dict() | {k: v for k, v in overrides.items()}
+            ddpg = wanted["ddpg"]
+            ddpg = asdict(ddpg) if isinstance(ddpg, DDPGConfig) else dict(ddpg)
+            if ddpg.get("sigma_decay") is None:  # unset: the saved, resolved value
+                ddpg["sigma_decay"] = saved.ddpg.sigma_decay
+            wanted["ddpg"] = ddpg
             diff = [k for k, v in wanted.items() if k != "episodes" and saved.to_dict().get(k) != v]
             if diff:
                 raise HaqError(
@@ -498,6 +503,11 @@ def search(
             setattr(cfg, k, v)
         if (out / "episodes.jsonl").exists():
             raise HaqError(f"{out} already holds a run; use --resume {out} or another --out")
+        if cfg.ddpg.sigma_decay is None:  # fixed now and saved, so a resume keeps the schedule
+            cfg.ddpg = replace(
+                cfg.ddpg,
+                sigma_decay=stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes),
+            )
     ctx = build_context(cfg, progress)
     try:
         out.mkdir(parents=True, exist_ok=True)
