@@ -1,6 +1,7 @@
-"""Print benchmarks/results/search.json (written by bench_search.py) as the README's table.
+"""Print benchmarks/results/search.json (written by bench_search.py) as the README's tables.
 
-python benchmarks/search_table.py [benchmarks/results/search.json]
+python benchmarks/search_table.py [benchmarks/results/search.json]             # results
+python benchmarks/search_table.py --edge-cloud [benchmarks/results/search.json]  # bits
 """
 
 from __future__ import annotations
@@ -46,6 +47,67 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _mean(values: list[int]) -> str:
+    return f"{sum(values) / len(values):.2f}"
+
+
+def edge_cloud(results: dict) -> str:
+    """The README's edge-vs-cloud comparison: the depthwise layers' bits and bound on each
+    hardware, then mean bits per layer kind."""
+    edge, cloud = results["edge-latency"]["haq_bits"], results["cloud-latency"]["haq_bits"]
+    lines = [
+        "| # | layer | kind | edge w/a | edge bound (w8a8) | cloud w/a | cloud bound (w8a8) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def bound(bits: dict, i: int) -> str:
+        return "memory" if bits["memory_bound_w8a8"][i] else "compute"
+
+    for i, (name, kind) in enumerate(zip(edge["layers"], edge["kinds"], strict=True)):
+        if kind == "depthwise":
+            lines.append(
+                f"| {i} | {name} | {kind} | {edge['w'][i]}/{edge['a'][i]} | {bound(edge, i)} "
+                f"| {cloud['w'][i]}/{cloud['a'][i]} | {bound(cloud, i)} |"
+            )
+    lines += ["", "| kind | layers | edge mean w / a | cloud mean w / a |", "|---|---|---|---|"]
+    for kind in dict.fromkeys(edge["kinds"]):
+        idx = [i for i, k in enumerate(edge["kinds"]) if k == kind]
+        cells = [
+            f"{_mean([b['w'][i] for i in idx])} / {_mean([b['a'][i] for i in idx])}"
+            for b in (edge, cloud)
+        ]
+        lines.append(f"| {kind} | {len(idx)} | {cells[0]} | {cells[1]} |")
+    return "\n".join([*lines, "", bit_prices()])
+
+
+def bit_prices() -> str:
+    """What one bit costs: the latency saved by one fewer weight or activation bit at w4a4,
+    averaged over the layers of a kind, on each hardware (from the cost model)."""
+    from haq.hardware import load_hardware
+    from haq.hardware.table import cost_table
+    from haq.layers import extract_layers
+    from haq.models import create_model
+
+    layers = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
+    lines = [
+        "| hardware | kind | latency per weight bit | per activation bit | share of w8a8 latency |",
+        "|---|---|---|---|---|",
+    ]
+    for hw in ("bismo-edge", "bismo-cloud"):
+        lat = cost_table(layers, load_hardware(hw)).latency_s  # (layer, w_bits - 1, a_bits - 1)
+        for kind in ("depthwise", "pointwise"):
+            idx = [i for i, s in enumerate(layers) if s.kind == kind]
+            per_w = 1e6 * (lat[idx, 3, 3] - lat[idx, 2, 3]).mean()
+            per_a = 1e6 * (lat[idx, 3, 3] - lat[idx, 3, 2]).mean()
+            share = lat[idx, 7, 7].sum() / lat[:, 7, 7].sum()
+            lines.append(f"| {hw} | {kind} | {per_w:.2f} us | {per_a:.2f} us | {share:.2f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/search.json")
-    print(table(json.loads(path.read_text())))
+    argv = sys.argv[1:]
+    show_bits = "--edge-cloud" in argv
+    argv = [a for a in argv if a != "--edge-cloud"]
+    path = Path(argv[0] if argv else "benchmarks/results/search.json")
+    data = json.loads(path.read_text())
+    print(edge_cloud(data) if show_bits else table(data))
