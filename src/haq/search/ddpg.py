@@ -6,13 +6,14 @@ moving-average baseline of the reward is subtracted when training the critic. Th
 its random generators, so its behaviour does not depend on anything else that draws random
 numbers (finetuning, data shuffling): a resumed search replays exactly.
 
-Why the networks are written out by hand (forward and backward, parameters in one flat vector
-per network that Adam steps in one fused kernel) instead of ``nn.Module`` + autograd: the paper's schedule makes one minibatch update
-per decision, 106 per episode on the reference model, and at batch 64 with 300 units the
-matrix products are so small that autograd's graph, the optimizer's per-tensor loops and the
-module calls cost as much as the arithmetic. Issue 4 caps the agent at 5 % of the search time;
-the explicit version does the same mathematics (checked against autograd in the tests) in
-about half the time.
+Why the networks are written out by hand (forward and backward, parameters in one flat
+vector per network that Adam steps in one fused kernel) instead of ``nn.Module`` + autograd:
+the paper's schedule makes one minibatch update per decision, 106 per episode on the
+reference model, and at batch 64 with 300 units the matrix products are so small that
+autograd's graph, the optimizer's per-tensor loops and the module calls cost as much as the
+arithmetic. The agent should stay a small share of the search time (target: under 5 %); the
+explicit version does the same mathematics (checked against autograd in the tests) in about
+half the time.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class MLP:
     def __init__(self, n_in: int, hidden: int, sigmoid: bool, gen: torch.Generator) -> None:
         layout = _layout(n_in, hidden)
         total = sum(math.prod(shape) for _, shape in layout)
-        self.n_in, self.sigmoid = n_in, sigmoid
+        self.sigmoid = sigmoid
         self.flat, self.grad = torch.empty(total), torch.zeros(total)
         self.flat.grad = self.grad  # what torch.optim reads; gradients are written in place
         self.p: dict[str, Tensor] = {}
