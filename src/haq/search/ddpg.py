@@ -239,7 +239,7 @@ class DDPG:
         if self.buffer.size < self.cfg.batch_size:
             return
         threads = torch.get_num_threads()
-        # Two threads make the 64 x 300 x 300 products ~1.7x faster here; many threads on such
+        # Two threads make an episode's updates ~1.3x faster here (bench_agent.py --threads); many threads on such
         # small products mostly synchronise, hence the cap (a decision, not measured past 2).
         torch.set_num_threads(min(threads, 4))
         try:
