@@ -239,8 +239,9 @@ class DDPG:
         if self.buffer.size < self.cfg.batch_size:
             return
         threads = torch.get_num_threads()
-        # Two threads make an episode's updates ~1.3x faster here (bench_agent.py --threads); many threads on such
-        # small products mostly synchronise, hence the cap (a decision, not measured past 2).
+        # Two threads make an episode's updates ~1.3x faster here (bench_agent.py --threads);
+        # many threads on such small products mostly synchronise, hence the cap (a decision,
+        # not measured past 2).
         torch.set_num_threads(min(threads, 4))
         try:
             for _ in range(n_updates):
