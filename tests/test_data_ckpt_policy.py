@@ -44,9 +44,12 @@ def test_missing_dataset_message(tmp_path, monkeypatch):
 
 def test_search_split_disjoint_and_fixed():
     data = load_dataset("digits")
-    ft, ho = search_split(data, 800, 400, seed=1)
-    ft2, _ = search_split(data, 800, 400, seed=1)
-    assert len(ft) == 800 and len(ho) == 400
+    ft, ho, check = search_split(data, 800, 400, seed=1, check_size=200)
+    ft2, ho2, none = search_split(data, 800, 400, seed=1)
+    assert len(ft) == 800 and len(ho) == 400 and check is not None and len(check) == 200
+    assert none is None and torch.equal(ho.images, ho2.images)  # check carved after the others
+    rows = [{tuple(r.tolist()) for r in d.images.flatten(1)} for d in (ft, ho)]
+    assert sum(tuple(r.tolist()) in rows[0] | rows[1] for r in check.images.flatten(1)) <= 5
     assert torch.equal(ft.images, ft2.images)
     # disjoint: no held-out image appears among the finetune images
     ft_rows = {tuple(r.tolist()) for r in ft.images.flatten(1)}

@@ -41,6 +41,7 @@ def tiny_cfg(ckpt: str, **kw) -> SearchConfig:
         finetune_steps=1,
         finetune_size=600,
         heldout_size=300,
+        check_size=300,
         batch_size=32,
         ddpg=DDPGConfig(warmup_episodes=2, seed=0),
     )
@@ -154,10 +155,7 @@ def test_agent_learns_a_known_optimum():
         w, _ = ep.actions_to_bits(actions, 1, 8)
         r = -0.1 * float(np.abs(w - target).sum())
         rewards.append(r)
-        acts = ep.bits_to_actions(w, np.full(4, 8), 1, 8)
-        st = np.stack(states)
-        st[1:, 8] = acts[:-1]
-        agent.observe_episode(st, acts, r)
+        agent.observe_episode(np.stack(states), np.array(actions), r)  # as the runner does
         if e >= 10:
             agent.update(len(ep))
     assert np.mean(rewards[:10]) < -0.7  # random warm-up: far from the optimum

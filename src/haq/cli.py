@@ -228,64 +228,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # --- haq search -----------------------------------------------------------------------------
-_SEARCH_KEYS = {
-    "model": "model",
-    "checkpoint": "checkpoint",
-    "dataset": "dataset",
-    "hardware": "hardware",
-    "batch": "batch",
-    "strategy": "strategy",
-    "mode": "mode",
-    "episodes": "episodes",
-    "min_bit": "min_bit",
-    "max_bit": "max_bit",
-    "finetune_steps": "finetune_steps",
-    "finetune_size": "finetune_size",
-    "heldout_size": "heldout_size",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "seed": "seed",
-    "device": "device",
-    "per_channel": "per_channel",
-    "weight_clip": "weight_clip",
-}
-
-
 def cmd_search(args: argparse.Namespace) -> int:
+    import re
     import time
+    from pathlib import Path
 
+    from haq.options import given_options
     from haq.search.config import SearchConfig
     from haq.search.runner import search
     from haq.search.text import format_summary
 
-    given = vars(args)
-    overrides: dict[str, Any] = {k: given[k] for k in _SEARCH_KEYS if given.get(k) is not None}
-    budgets = {
-        m: given[m] for m in ("latency", "energy", "size", "bops") if given.get(m) is not None
-    }
-    if budgets:
-        overrides["budgets"] = budgets
-    if given.get("keep_8bit") is not None:
-        overrides["keep_8bit"] = [x.strip() for x in given["keep_8bit"].split(",")]
-    if given.get("warmup") is not None or given.get("sigma_decay") is not None:
-        cfg = SearchConfig()
-        if given.get("warmup") is not None:
-            cfg.ddpg.warmup_episodes = given["warmup"]
-        cfg.ddpg.sigma_decay = given.get("sigma_decay")
-        overrides["ddpg"] = cfg.ddpg
+    overrides = given_options(args, SearchConfig)
     if args.resume:
-        summary = search(None, args.resume, resume=True, progress=not args.no_progress, **overrides)
+        if args.out and args.out != args.resume:
+            raise HaqError("--resume continues a run in its own directory; do not give --out")
         out = args.resume
     else:
-        cfg = SearchConfig()
-        for k, v in overrides.items():
-            setattr(cfg, k, v)
-        out = (
-            args.out
-            or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}-{cfg.hardware.replace('/', '_')}"
-        )
+        cfg = SearchConfig().with_overrides(overrides)
+        name = re.sub(r"[^\w.-]", "_", f"{cfg.model}-{Path(cfg.hardware).stem}")
+        out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         print(f"run directory: {out}", file=sys.stderr)
-        summary = search(cfg, out, progress=not args.no_progress)
+    summary = search(
+        None, out, resume=bool(args.resume), progress=not args.no_progress, **overrides
+    )
     print(format_summary(summary))
     print(f"\nbest policy: {out}/best_policy.json   episodes: {out}/episodes.jsonl")
     if not args.no_report:
@@ -336,10 +301,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         policy = Policy.load(args.policy or run / "best_policy.json")
         model, checkpoint, dataset = cfg.model, cfg.checkpoint, cfg.dataset
         out = args.out or str(run / "final.pt")
+        quantizer = {
+            "per_channel": cfg.per_channel,
+            "weight_clip": cfg.weight_clip,
+            "calib_batches": cfg.calib_batches,
+        }  # exactly the search's quantizers
     elif args.policy:
         policy = Policy.load(args.policy)
         model, checkpoint, dataset = args.model, args.checkpoint, args.dataset
         out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
+        quantizer = {"per_channel": args.per_channel, "weight_clip": args.weight_clip}
     else:
         raise HaqError("give --run DIR or --policy FILE")
     res = final_finetune(
@@ -353,6 +324,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        **quantizer,
     )
     print(
         f"test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
@@ -430,71 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_eval)
 
-    S = argparse.SUPPRESS
     sp = sub.add_parser(
         "search",
-        help="find a mixed-precision policy under budgets (HAQ agent or baselines)",
+        help="find a mixed-precision policy under budgets (HAQ agent, planners or baselines)",
         description="With no arguments: the reference MobileNet-V2-style Fashion-MNIST model on "
-        "bismo-edge under half the w8a8 latency, in about 8 minutes on 2 CPU cores.",
+        "bismo-edge under half the w8a8 latency, in about 8 minutes on 2 CPU cores. "
+        "Options given with --resume must match the run's, except --episodes and --device.",
     )
-    sp.add_argument("--model", default=S, help="default mobilenet_v2_fmnist")
-    sp.add_argument("--checkpoint", default=S, help="default: the model's shipped weights")
-    sp.add_argument("--dataset", default=S, help="default fashion-mnist")
-    sp.add_argument("--hardware", default=S, help="preset or .toml (default bismo-edge)")
-    sp.add_argument("--batch", type=int, default=S, help="hardware batch (default: the preset's)")
-    budget_help = (
-        "budget: an absolute value with unit ({}) or a ratio like 0.5x of the all-w8a8 cost "
-        "on this hardware"
-    )
-    sp.add_argument("--latency", default=S, help=budget_help.format("12ms, 500us, 0.1s"))
-    sp.add_argument("--energy", default=S, help=budget_help.format("3.5mJ, 200uJ"))
-    sp.add_argument(
-        "--size", default=S, help="budget on weight size: 1.2MB, 300kB, or 0.1x of the fp32 weights"
-    )
-    sp.add_argument("--bops", default=S, help=budget_help.format("2.5G bit-ops per image"))
-    sp.add_argument(
-        "--strategy", choices=("haq", "random", "uniform"), default=S, help="default haq"
-    )
-    sp.add_argument(
-        "--mode",
-        choices=("linear", "kmeans"),
-        default=S,
-        help="linear (weights+activations, default) or kmeans (weights only, for --size)",
-    )
-    sp.add_argument("--episodes", type=int, default=S, help="default 60")
-    sp.add_argument(
-        "--warmup", type=int, default=S, help="random warm-up episodes of the agent (default 20)"
-    )
-    sp.add_argument(
-        "--sigma-decay",
-        type=float,
-        default=S,
-        help="the agent's per-episode exploration decay; default: the paper's 0.99 over 600 "
-        "episodes stretched to --episodes (0.864 at 60); 0.99 = the paper's literal rule",
-    )
-    sp.add_argument("--min-bit", type=int, default=S, help="default 2")
-    sp.add_argument("--max-bit", type=int, default=S, help="default 8")
-    sp.add_argument(
-        "--keep-8bit", default=S, help="pinned layers: first,last (default), none, or layer names"
-    )
-    sp.add_argument(
-        "--finetune-steps",
-        type=int,
-        default=S,
-        help="per episode, default 16; 0 = calibration only",
-    )
-    sp.add_argument(
-        "--finetune-size", type=int, default=S, help="train-subset images for finetuning (5000)"
-    )
-    sp.add_argument(
-        "--heldout-size", type=int, default=S, help="held-out train images for the reward (2000)"
-    )
-    sp.add_argument("--batch-size", type=int, default=S, help="finetune batch (64)")
-    sp.add_argument("--lr", type=float, default=S, help="per-episode finetune learning rate (0.01)")
-    sp.add_argument("--per-channel", action="store_true", default=S)
-    sp.add_argument("--weight-clip", choices=("kl", "mse", "max"), default=S)
-    sp.add_argument("--seed", type=int, default=S)
-    sp.add_argument("--device", default=S, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    from haq.options import add_arguments
+    from haq.search.config import SearchConfig
+
+    add_arguments(sp, SearchConfig)
     sp.add_argument(
         "--out", default=None, help="run directory (default runs/<time>-<model>-<hardware>)"
     )
@@ -518,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default=None)
+    f.add_argument(
+        "--per-channel", action="store_true", help="with --policy: per-channel weight clips"
+    )
+    f.add_argument(
+        "--weight-clip", choices=("kl", "mse", "max"), default="kl", help="with --policy"
+    )
     f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
     f.set_defaults(func=cmd_finetune)
 

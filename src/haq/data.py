@@ -7,8 +7,6 @@ Built-in names:
   ``dataset-fashion-mnist`` package installs them. Nothing is downloaded.
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; a fixed 1,497/300 train/test
   split), for tiny tests.
-- ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*.jpg`` and ``PATH/val/...``
-  (needs torchvision), resized to 256, centre-cropped to 224, ImageNet-normalised.
 
 The search never touches the test split: :func:`search_split` carves a fixed-seed finetune
 subset and a disjoint held-out subset out of the *training* set, as the paper does.
@@ -144,7 +142,7 @@ def _load_digits(train: bool) -> TensorData:
 
 
 def list_datasets() -> list[str]:
-    return ["digits", "fashion-mnist", "imagefolder:PATH", "mnist"]
+    return ["digits", "fashion-mnist", "mnist"]
 
 
 def load_dataset(name: str, train: bool = True) -> TensorData:
@@ -154,56 +152,33 @@ def load_dataset(name: str, train: bool = True) -> TensorData:
     if name == "digits":
         return _load_digits(train)
     if name.startswith("imagefolder:"):
-        raise HaqError("imagefolder datasets are streamed: use make_loaders() instead")
+        raise HaqError(
+            "imagefolder datasets from disk are not supported yet; load the images into a "
+            "haq.data.TensorData and use the Python API"
+        )
     raise HaqError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
 
 
 def search_split(
-    data: TensorData, finetune_size: int, heldout_size: int, seed: int = 0
-) -> tuple[TensorData, TensorData]:
-    """Disjoint fixed-seed (finetune, held-out) subsets of a training set, as in the paper."""
+    data: TensorData, finetune_size: int, heldout_size: int, seed: int = 0, check_size: int = 0
+) -> tuple[TensorData, TensorData, TensorData | None]:
+    """Disjoint fixed-seed (finetune, held-out, check) subsets of a training set, as in the
+    paper, plus a check subset the search never scores (None when ``check_size`` is 0) to
+    re-evaluate its best policy on unseen images."""
     n = len(data)
     if n == 0:
         raise HaqError("the dataset is empty")
-    if finetune_size + heldout_size > n:
+    if finetune_size + heldout_size + check_size > n:
         raise HaqError(
-            f"finetune subset ({finetune_size}) + held-out subset ({heldout_size}) exceed "
-            f"the {n} training images; choose smaller subsets"
+            f"finetune subset ({finetune_size}) + held-out subset ({heldout_size}) + check "
+            f"subset ({check_size}) exceed the {n} training images; choose smaller subsets"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     heldout = order[:heldout_size]
     finetune = order[heldout_size : heldout_size + finetune_size]
-    return data.subset(finetune), data.subset(heldout)
-
-
-def imagefolder_loaders(
-    root: str, batch_size: int = 64, workers: int = 4
-) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
-    """(train, val) DataLoaders over an ImageNet-style directory tree (needs torchvision)."""
-    try:
-        from torchvision import datasets, transforms
-    except ImportError as err:
-        raise HaqError("imagefolder datasets need torchvision: pip install torchvision") from err
-    base = Path(root)
-    for split in ("train", "val"):
-        if not (base / split).is_dir():
-            raise HaqError(f"imagefolder dataset: {base / split} is not a directory")
-    norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    train_tf = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(224),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            norm,
-        ]
-    )
-    val_tf = transforms.Compose(
-        [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm]
-    )
-    train = datasets.ImageFolder(str(base / "train"), train_tf)
-    val = datasets.ImageFolder(str(base / "val"), val_tf)
-    dl = torch.utils.data.DataLoader
+    check = order[heldout_size + finetune_size : heldout_size + finetune_size + check_size]
     return (
-        dl(train, batch_size, shuffle=True, num_workers=workers, pin_memory=True),
-        dl(val, batch_size, shuffle=False, num_workers=workers, pin_memory=True),
+        data.subset(finetune),
+        data.subset(heldout),
+        data.subset(check) if check_size else None,
     )

@@ -28,9 +28,14 @@ def final_finetune(
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
+    per_channel: bool = False,
+    weight_clip: str = "kl",
+    calib_batches: int = 2,
 ) -> dict[str, Any]:
     """Quantize the pretrained model with ``policy``, finetune on the whole training set
     (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
+    The quantizer settings (``per_channel``, ``weight_clip``, ``calib_batches``) should be
+    the search's: ``haq finetune --run`` takes them from the run's configuration.
 
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, and what is needed to rebuild it (``load_quantized``).
@@ -41,10 +46,10 @@ def final_finetune(
     model, meta = load_checkpoint(ckpt, model_spec)
     train = load_dataset(dataset, train=True)
     test = load_dataset(dataset, train=False)
-    calib = Calibration(model, TensorLoader(train, 256), batches=2)
+    calib = Calibration(model, TensorLoader(train, 256), batches=calib_batches)
     policy.check_layers(calib.layer_names)
     fp = evaluate(model, TensorLoader(test, 512), device=device)
-    q = quantize(model, policy, calibration=calib)
+    q = quantize(model, policy, calibration=calib, per_channel=per_channel, weight_clip=weight_clip)
     before = evaluate(q, TensorLoader(test, 512), device=device)
     finetune(
         q,

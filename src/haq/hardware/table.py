@@ -121,6 +121,23 @@ class CostTable:
             memory_bound=self.memory_bound[idx],
         )
 
+    def metric_table(self, metric: str) -> np.ndarray:
+        """[L, 8, 8] cost of ``metric`` for every layer at every (w, a) pair, in the units of
+        :meth:`PolicyCost.total` (what the ILP and greedy strategies plan on)."""
+        bits = np.arange(1, 9, dtype=np.float64)
+        shape = (len(self.layers), 8, 8)
+        if metric == "latency":
+            return self.latency_s
+        if metric == "energy":
+            if self.energy_j is None:
+                raise HaqError("this hardware has no energy model")
+            return self.energy_j
+        if metric == "size":
+            return np.broadcast_to((self.n_weights / 8.0)[:, None, None] * bits[:, None], shape)
+        if metric == "bops":
+            return self.macs[:, None, None] * bits[:, None] * bits[None, :]
+        raise HaqError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+
     def uniform_cost(self, bits: int) -> PolicyCost:
         n = len(self.layers)
         return self.policy_cost(np.full(n, bits), np.full(n, bits))

@@ -40,25 +40,42 @@ def quantize(
     qmodel = copy.deepcopy(model)
     originals = dict(model.named_modules())
     for name, w_bits, a_bits in zip(policy.names, policy.w_bits, policy.a_bits, strict=True):
-        layer = _get(qmodel, name)
         weight = originals[name].weight  # type: ignore[union-attr]
-        if mode == "kmeans":
-            centroids, assign = calib.kmeans(name, weight, w_bits)
-            q = QuantLayer(layer, w_bits, a_bits, "kmeans", centroids=centroids, assign=assign)
-        else:
-            q = QuantLayer(
-                layer,
-                w_bits,
-                a_bits,
-                "linear",
-                w_clip=calib.weight_clip(name, weight, w_bits, weight_clip, per_channel),
-                a_clip=calib.act_clip(name, a_bits),
-                a_signed=calib.signed[name],
-                quantize_input=not calib.reads_network_input.get(name, False),
-            )
-        _set(qmodel, name, q)
+        q = quant_layer(
+            _get(qmodel, name), name, weight, w_bits, a_bits, mode, calib, per_channel, weight_clip
+        )
+        set_layer(qmodel, name, q)
     qmodel.train(model.training)
     return qmodel
+
+
+def quant_layer(
+    layer: nn.Module,
+    name: str,
+    weight: Tensor,
+    w_bits: int,
+    a_bits: int,
+    mode: str,
+    calib: Calibration,
+    per_channel: bool = False,
+    weight_clip: str = "kl",
+    quantize_input: bool = True,
+) -> QuantLayer:
+    """The quantized wrapper of one layer, with clips (or centroids) from ``calib`` computed on
+    the full-precision ``weight``. ``quantize_input=False`` keeps its input in float."""
+    if mode == "kmeans":
+        centroids, assign = calib.kmeans(name, weight, w_bits)
+        return QuantLayer(layer, w_bits, a_bits, "kmeans", centroids=centroids, assign=assign)
+    return QuantLayer(
+        layer,
+        w_bits,
+        a_bits,
+        "linear",
+        w_clip=calib.weight_clip(name, weight, w_bits, weight_clip, per_channel),
+        a_clip=calib.act_clip(name, a_bits),
+        a_signed=calib.signed[name],
+        quantize_input=quantize_input and not calib.reads_network_input.get(name, False),
+    )
 
 
 def _get(model: nn.Module, name: str) -> nn.Module:
@@ -68,7 +85,8 @@ def _get(model: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_layer(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` of ``model`` is."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

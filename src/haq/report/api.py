@@ -65,23 +65,37 @@ def _html(runs: list[RunData], figures: list[tuple[str, Path]]) -> str:
         s = run.summary
         best = run.best
         parts.append(f"<h2>{html.escape(run.label)}</h2>")
+
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}%"
+
         acc_rows = [
-            ["full precision", f"{s['fp_heldout_top1']:.2f}%" if s else "-"],
-            [f"best policy (episode {best['episode']})", f"{best['accuracy']:.2f}%"],
+            ["full precision", pct(s["fp_heldout_top1"]) if s else "-", "-"],
+            [
+                f"best policy (episode {best['episode']})",
+                pct(best["accuracy"]),
+                pct(s["best"].get("check_top1")) if s else "-",
+            ],
         ]
         if s:
+            u = s["uniform"]
             acc_rows.append(
-                [
-                    f"uniform w{s['uniform']['bits']}a{s['uniform']['bits']}",
-                    f"{s['uniform']['accuracy']:.2f}%",
-                ]
+                [f"uniform w{u['bits']}a{u['bits']}", pct(u["accuracy"]), pct(u.get("check_top1"))]
             )
+        cost = s.get("search_cost") if s else None
+        spent = (
+            f" Search cost: {cost['policy_evaluations']} policy evaluations, "
+            f"{cost['sensitivity_passes']} sensitivity passes, {cost['wall_s']:.0f} s."
+            if cost
+            else ""
+        )
         parts.append(
             f"<p>model <b>{html.escape(run.config['model'])}</b>, {len(run.episodes)} episodes, "
             f"strategy {html.escape(run.config['strategy'])}, mode {html.escape(run.config['mode'])}. "
-            "Accuracy: top-1 on the held-out train subset after the short per-episode finetune.</p>"
+            "Accuracy: top-1 after the short per-episode finetune, on the held-out train subset "
+            f"the search scored and on unseen train images.{spent}</p>"
         )
-        parts.append(_table(["policy", "held-out top-1"], acc_rows))
+        parts.append(_table(["policy", "held-out top-1", "unseen top-1"], acc_rows))
         parts.append(
             _table(
                 ["metric", "best policy", "budget", "all w8a8", "policy / w8a8"],

@@ -1,16 +1,23 @@
-"""The configuration of a search run (saved as ``config.json`` in the run directory)."""
+"""The configuration of a search run: every option defined once (default, help text, flag),
+saved as ``config.json`` in the run directory. ``haq search``'s flags are generated from it
+(:mod:`haq.options`)."""
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from haq.errors import HaqError
-from haq.search.ddpg import DDPGConfig
+from haq.options import opt
+from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
-STRATEGIES = ("haq", "random", "uniform")
+STRATEGIES = ("haq", "random", "uniform", "ilp", "greedy")
+# policies evaluated when --episodes is not given: the planners need few evaluations
+DEFAULT_EPISODES = {"haq": 60, "random": 60, "ilp": 5, "greedy": 1, "uniform": 1}
 
 
 @dataclass
@@ -21,31 +28,62 @@ class SearchConfig:
 
     The per-episode finetune (16 steps at lr 0.01, the final finetune's lr) is long enough
     for the reward to rank policies roughly as the long final finetune does; 4 steps at lr
-    1e-3 ranked a policy that ends 3 points worse as the best (README, benchmark notes)."""
+    1e-3 ranked a policy that ends 3 points worse as the best (docs/search.md, "Reward")."""
 
-    model: str = "mobilenet_v2_fmnist"
-    checkpoint: str | None = None
-    dataset: str = "fashion-mnist"
-    hardware: str = "bismo-edge"
-    batch: int | None = None
-    budgets: dict[str, str] = field(default_factory=lambda: {"latency": "0.5x"})
-    strategy: str = "haq"
-    mode: str = "linear"
-    episodes: int = 60
-    min_bit: int = 2
-    max_bit: int = 8
-    keep_8bit: list[str] = field(default_factory=lambda: ["first", "last"])
-    finetune_steps: int = 16
-    finetune_size: int = 5000
-    heldout_size: int = 2000
-    batch_size: int = 64
-    lr: float = 0.01
-    calib_batches: int = 2
-    per_channel: bool = False
-    weight_clip: str = "kl"
-    seed: int = 0
-    device: str | None = None
-    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+    model: str = opt("mobilenet_v2_fmnist", "model: registry name, module:fn or file.py:fn")
+    checkpoint: str | None = opt(
+        None, "haq checkpoint of the model (default: its shipped weights)", show_default=False
+    )
+    dataset: str = opt("fashion-mnist", "dataset")
+    hardware: str = opt("bismo-edge", "hardware preset or .toml file")
+    batch: int | None = opt(None, "hardware batch (default: the preset's)", show_default=False)
+    budgets: dict[str, str] = opt(
+        help="budget on {metric}: a value like {example} or a ratio like 0.5x of the all-w8a8 "
+        "cost on this hardware (size: of the fp32 weights); budgets given together all hold; "
+        "default: --latency 0.5x",
+        factory=lambda: {"latency": "0.5x"},
+        budget={"latency": "12ms", "energy": "3.5mJ", "size": "1.2MB", "bops": "2.5G (per image)"},
+    )
+    strategy: str = opt(
+        "haq",
+        "haq (the paper's DDPG agent), random, uniform, ilp (per-layer sensitivity + integer "
+        "program) or greedy (sensitivity, one bit at a time)",
+        choices=STRATEGIES,
+    )
+    mode: str = opt(
+        "linear",
+        "linear (weights + activations) or kmeans (weights only, for --size)",
+        choices=("linear", "kmeans"),
+    )
+    episodes: int | None = opt(
+        None,
+        "policies to evaluate (default: 60 for haq and random, the 5 best ILP solutions for "
+        "ilp, 1 for greedy and uniform)",
+        show_default=False,
+    )
+    min_bit: int = opt(2, "lowest bit width the search may choose")
+    max_bit: int = opt(8, "highest bit width the search may choose")
+    keep_8bit: list[str] = opt(
+        help="layers pinned to 8 bits: first, last, none or layer names, comma-separated",
+        factory=lambda: ["first", "last"],
+    )
+    finetune_steps: int = opt(16, "per-episode finetune steps; 0 = calibration only")
+    finetune_size: int = opt(5000, "training images of the per-episode finetune subset")
+    heldout_size: int = opt(2000, "held-out training images the reward is measured on")
+    check_size: int = opt(
+        2000, "further unseen training images the best policy is re-evaluated on; 0 = none"
+    )
+    batch_size: int = opt(64, "per-episode finetune batch")
+    lr: float = opt(0.01, "per-episode finetune learning rate")
+    calib_batches: int = opt(2, "calibration batches of 256 images")
+    sensitivity_images: int = opt(256, "images of the ilp / greedy sensitivity batch")
+    per_channel: bool = opt(False, "per-output-channel weight clips")
+    weight_clip: str = opt("kl", "weight clip method", choices=("kl", "mse", "max"))
+    seed: int = opt(0, "seed of the data split and the per-episode finetune")
+    device: str | None = opt(
+        None, "cpu, cuda, cuda:1 (default: CUDA if available)", show_default=False
+    )
+    ddpg: DDPGConfig = opt(factory=DDPGConfig)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -54,23 +92,58 @@ class SearchConfig:
             raise HaqError(f"unknown mode {self.mode!r}; valid: linear, kmeans")
         if not 1 <= self.min_bit <= self.max_bit <= 8:
             raise HaqError(f"bit range {self.min_bit}..{self.max_bit} must lie within 1..8")
-        if self.episodes < 1:
-            raise HaqError("--episodes must be >= 1")
+        if not self.budgets:
+            raise HaqError("give at least one budget: --latency, --energy, --size or --bops")
         decay = self.ddpg.sigma_decay
         if decay is not None and not 0.0 < decay <= 1.0:
             raise HaqError(f"--sigma-decay must lie in (0, 1], got {decay}")
-        if self.ddpg.warmup_episodes < 0:
-            raise HaqError("--warmup must be >= 0")
-        if not self.budgets:
-            raise HaqError("give at least one budget: --latency, --energy, --size or --bops")
-        for name, value in (
-            ("finetune-steps", self.finetune_steps),
-            ("calib-batches", self.calib_batches - 1),
-        ):
-            if value < 0:
-                raise HaqError(f"--{name} must be >= {0 if name == 'finetune-steps' else 1}")
-        if self.finetune_size < 1 or self.heldout_size < 1:
-            raise HaqError("--finetune-size and --heldout-size must be >= 1")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise HaqError(f"--lr must be a positive number, got {self.lr}")
+        minimum = {
+            "episodes": 1,
+            "warmup": 0,
+            "finetune_steps": 0,
+            "finetune_size": 1,
+            "heldout_size": 1,
+            "check_size": 0,
+            "batch_size": 1,
+            "calib_batches": 1,
+            "sensitivity_images": 1,
+            "batch": 1,
+        }
+        values = asdict(self) | {"warmup": self.ddpg.warmup_episodes}
+        for name, low in minimum.items():
+            if values[name] is not None and values[name] < low:
+                flag = name.replace("_", "-")
+                raise HaqError(f"--{flag} must be >= {low}, got {values[name]}")
+
+    def resolved(self) -> SearchConfig:
+        """A copy with the defaults that depend on other options filled in, as a new run
+        saves them (so a resumed run keeps them): the strategy's episode count and the
+        agent's exploration decay stretched to it."""
+        cfg = copy.deepcopy(self)
+        if cfg.episodes is None:
+            cfg.episodes = DEFAULT_EPISODES[cfg.strategy]
+        if cfg.ddpg.sigma_decay is None:
+            decay = stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes)
+            cfg.ddpg = replace(cfg.ddpg, sigma_decay=decay)
+        return cfg
+
+    def with_overrides(self, overrides: dict[str, Any]) -> SearchConfig:
+        """A copy with ``overrides`` (field -> value; ``ddpg`` a dict of its own fields or a
+        DDPGConfig) applied: the one place options given by a caller meet saved ones."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise HaqError(f"unknown search options: {', '.join(sorted(unknown))}")
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if key == "ddpg":
+                value = asdict(value) if isinstance(value, DDPGConfig) else value
+                data["ddpg"] = {**data["ddpg"], **value}
+            else:
+                data[key] = copy.deepcopy(value)
+        return SearchConfig.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +155,10 @@ class SearchConfig:
         if unknown:
             raise HaqError(f"config has unknown keys: {', '.join(sorted(unknown))}")
         args = dict(data)
-        args["ddpg"] = DDPGConfig(**args.get("ddpg", {}))
+        try:
+            args["ddpg"] = DDPGConfig(**args.get("ddpg", {}))
+        except TypeError as err:
+            raise HaqError(f"config: bad agent options ({err})") from err
         return cls(**args)
 
     def save(self, path: Path) -> None:
@@ -92,5 +168,5 @@ class SearchConfig:
     def load(cls, path: Path) -> SearchConfig:
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as err:
+        except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
             raise HaqError(f"{path}: not a readable search configuration ({err})") from err

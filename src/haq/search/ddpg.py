@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from haq.options import opt
+
 
 @dataclass
 class DDPGConfig:
@@ -36,13 +38,18 @@ class DDPGConfig:
     discount: float = 1.0
     replay_episodes: int = 128  # replay capacity = 128 x decisions per episode
     batch_size: int = 64
-    warmup_episodes: int = 20  # uniformly random actions
+    warmup_episodes: int = opt(20, "random warm-up episodes of the haq agent", flag="warmup")
     init_sigma: float = 0.5  # exploration: truncated normal, sigma = 0.5 * decay^(ep - warmup)
     # None: the paper's 0.99 per episode over its 600 episodes, stretched to this run's length
     # (see stretched_sigma_decay); a number is used as given (0.99 = the paper's literal rule)
-    sigma_decay: float | None = None
+    sigma_decay: float | None = opt(
+        None,
+        "the agent's per-episode exploration decay; default: the paper's 0.99 over 600 "
+        "episodes stretched to --episodes (0.864 at 60); 0.99 = the paper's literal rule",
+        show_default=False,
+    )
     baseline_alpha: float = 0.5  # moving-average reward baseline
-    seed: int = 0
+    seed: int = opt(0, "seed of the agent (networks, noise); not of the data", flag="agent-seed")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

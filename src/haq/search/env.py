@@ -85,15 +85,3 @@ class Episode:
             else:
                 a[layer] = b
         return w, a
-
-    def bits_to_actions(
-        self, w: np.ndarray, a: np.ndarray, min_bit: int, max_bit: int
-    ) -> np.ndarray:
-        """The action at the centre of each bit's share: what the agent is trained on after
-        budget enforcement changed its bits."""
-        span = max_bit - min_bit + 1
-        out = []
-        for layer, is_weight in self.decisions:
-            b = w[layer] if is_weight else a[layer]
-            out.append((b - min_bit + 0.5) / span)
-        return np.asarray(out, dtype=np.float32)

@@ -2,11 +2,13 @@
 
 Run directory::
 
-    config.json        the SearchConfig
+    config.json        the SearchConfig, with the defaults that depend on others resolved
     episodes.jsonl     one line per episode: policy, cost per metric, accuracy, reward, seconds
     best_policy.json   the best policy so far (the format haq cost / eval / export read)
-    state.pt           agent, replay buffer, RNG states, episode counter, evaluation cache
-    summary.json       written at the end: best vs uniform, costs, timings
+    state.pt           agent, replay buffer, RNG states, episode counter, evaluation cache,
+                       the ilp / greedy sensitivities and planned policies
+    summary.json       written at the end: best vs uniform (also on unseen images), costs,
+                       what the search cost (evaluations, sensitivity passes, seconds)
 
 Every episode's accuracy comes from :func:`haq.evaluation.evaluate_policy` (policy in,
 accuracy and timings out): the loop never touches the model itself.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from haq.checkpoint import builtin_checkpoint, load_checkpoint
-from haq.data import load_dataset, search_split
+from haq.data import TensorData, TensorLoader, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
 from haq.fileio import save_payload
@@ -36,11 +38,14 @@ from haq.policy import Policy
 from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
 from haq.search.config import SearchConfig
-from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
+from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
+from haq.search.planners import plan_greedy, plan_ilp
+from haq.search.sensitivity import Sensitivity, measure_sensitivity
 from haq.train import evaluate
 
-STATE_FORMAT = "haq-search-state-2"
+STATE_FORMAT = "haq-search-state-3"
+PLANNERS = ("ilp", "greedy")  # strategies that plan on measured sensitivities
 
 
 @dataclass
@@ -55,6 +60,7 @@ class SearchContext:
     pinned_a: np.ndarray
     fp_accuracy: float
     metrics: list[str]
+    check_data: TensorData | None = None  # images no episode is scored on
 
     @property
     def names(self) -> list[str]:
@@ -88,7 +94,7 @@ def resolve_pins(
     return pw, pa
 
 
-def build_context(cfg: SearchConfig, progress: bool = True) -> SearchContext:
+def build_context(cfg: SearchConfig) -> SearchContext:
     """Everything before the first episode, including the feasibility check."""
     cfg.validate()
     hw = load_hardware(cfg.hardware, cfg.batch)
@@ -115,7 +121,9 @@ def build_context(cfg: SearchConfig, progress: bool = True) -> SearchContext:
         raise HaqError(
             f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
         )
-    finetune_data, heldout = search_split(train, cfg.finetune_size, cfg.heldout_size, cfg.seed)
+    finetune_data, heldout, check = search_split(
+        train, cfg.finetune_size, cfg.heldout_size, cfg.seed, cfg.check_size
+    )
     setup = EvalSetup.build(
         model,
         finetune_data,
@@ -129,21 +137,15 @@ def build_context(cfg: SearchConfig, progress: bool = True) -> SearchContext:
         weight_clip=cfg.weight_clip,
         device=cfg.device,
     )
-    fp = evaluate(model, _loader(setup), device=cfg.device).top1
+    held_out = TensorLoader(setup.eval_data, setup.eval_batch_size)
+    fp = evaluate(model, held_out, device=cfg.device).top1
     metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
-    return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics)
-
-
-def _loader(setup: EvalSetup):  # the held-out loader, as evaluate_policy builds it
-    from haq.data import TensorLoader
-
-    return TensorLoader(setup.eval_data, setup.eval_batch_size)
+    return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics, check)
 
 
 @dataclass
 class Evaluated:
     accuracy: float
-    eval_s: float
     cached: bool
 
 
@@ -155,8 +157,11 @@ class SearchState:
     best_reward: float = -np.inf
     best_episode: int = -1
     cache: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0  # policies evaluated (cache hits not counted)
     random_rng: dict[str, Any] | None = None
     agent: dict[str, Any] | None = None
+    sensitivity: dict[str, Any] | None = None  # ilp / greedy: Sensitivity.to_dict()
+    plan: list[tuple[list[int], list[int]]] | None = None  # ilp / greedy: (w, a) per episode
 
 
 def _key(w: np.ndarray, a: np.ndarray) -> str:
@@ -167,6 +172,7 @@ class Search:
     """One run. ``run()`` executes the remaining episodes and returns the summary."""
 
     def __init__(self, ctx: SearchContext, out_dir: Path, progress: bool = True) -> None:
+        """``ctx.cfg`` must be resolved (:meth:`SearchConfig.resolved`)."""
         self.ctx, self.out, self.progress = ctx, out_dir, progress
         cfg = ctx.cfg
         self.weights_only = cfg.mode == "kmeans"
@@ -186,12 +192,11 @@ class Search:
     def evaluate(self, w: np.ndarray, a: np.ndarray) -> Evaluated:
         key = _key(w, a)
         if key in self.state.cache:
-            return Evaluated(self.state.cache[key], 0.0, True)
+            return Evaluated(self.state.cache[key], True)
         result, _ = evaluate_policy(self.ctx.setup, self.policy(w, a))
         self.state.cache[key] = result.accuracy.top1
-        return Evaluated(
-            result.accuracy.top1, result.quantize_s + result.finetune_s + result.eval_s, False
-        )
+        self.state.evaluations += 1
+        return Evaluated(result.accuracy.top1, False)
 
     def reward(self, accuracy: float) -> float:
         return 0.1 * (accuracy - self.ctx.fp_accuracy)
@@ -214,8 +219,8 @@ class Search:
         )
 
     # --- episodes ------------------------------------------------------------------------
-    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(w, a, states) before enforcement; states only for the agent."""
+    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+        """(w, a, states, actions) before enforcement; states and actions only for the agent."""
         cfg = self.ctx.cfg
         ep = self.episode_spec
         if cfg.strategy == "uniform":
@@ -229,11 +234,15 @@ class Search:
                 self.weights_only,
             )
             assert found is not None  # feasibility was checked
-            return found[0], found[1], None
+            return found[0], found[1], None, None
+        if cfg.strategy in PLANNERS:
+            assert self.state.plan is not None
+            w, a = self.state.plan[episode]
+            return np.array(w), np.array(a), None, None
         if cfg.strategy == "random":
             actions = self.random_rng.uniform(0.0, 1.0, len(ep))
             w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
-            return w, a, None
+            return w, a, None, None
         assert self.agent is not None
         states, actions, prev = [], [], 0.0
         for t in range(len(ep)):
@@ -242,33 +251,59 @@ class Search:
             states.append(s)
             actions.append(prev)
         w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
-        return w, a, np.stack(states)
+        return w, a, np.stack(states), np.asarray(actions, dtype=np.float32)
 
-    def _learn(
-        self, episode: int, states: np.ndarray, w: np.ndarray, a: np.ndarray, reward: float
-    ) -> None:
-        """Train on the enforced policy: actions are re-derived from the enforced bits and the
-        'previous action' feature of each state follows them."""
+    def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
+        """Store the episode as the actor took it (its own actions and the states it saw,
+        as the reference code does) with the reward of the enforced policy; then update."""
         assert self.agent is not None
-        cfg = self.ctx.cfg
-        actions = self.episode_spec.bits_to_actions(w, a, cfg.min_bit, cfg.max_bit)
-        states = states.copy()
-        states[1:, 8] = actions[:-1]
-        states[0, 8] = 0.0
         self.agent.observe_episode(states, actions, reward)
-        if episode >= cfg.ddpg.warmup_episodes:
+        if episode >= self.ctx.cfg.ddpg.warmup_episodes:
             self.agent.update(len(states))
+
+    def _plan(self) -> None:
+        """ilp / greedy: measure the sensitivities and plan the policies to evaluate, once
+        (both are saved with the state, so a resumed run does not repeat them)."""
+        c, cfg = self.ctx, self.ctx.cfg
+        if self.state.sensitivity is None:
+            sens = measure_sensitivity(
+                c.setup,
+                cfg.mode,
+                range(cfg.min_bit, cfg.max_bit + 1),
+                c.pinned_w,
+                c.pinned_a,
+                images=cfg.sensitivity_images,
+                progress=self.progress,
+            )
+            self.state.sensitivity = sens.to_dict()
+        score = Sensitivity.from_dict(self.state.sensitivity).pair_table()
+        t0 = time.perf_counter()
+        args = (c.table, c.budgets, score, cfg.min_bit, cfg.max_bit, c.pinned_w, c.pinned_a)
+        if cfg.strategy == "ilp":
+            plans = plan_ilp(*args, self.weights_only, k=int(cfg.episodes or 1))
+        else:
+            plans = [plan_greedy(*args, self.weights_only)]
+        self.agent_s += time.perf_counter() - t0
+        self.state.plan = [(w.tolist(), a.tolist()) for w, a in plans]
+
+    def _total(self) -> int:
+        cfg = self.ctx.cfg
+        if cfg.strategy == "uniform":
+            return 1
+        if self.state.plan is not None:
+            return min(int(cfg.episodes or 1), len(self.state.plan))
+        return int(cfg.episodes or 1)
 
     def step(self, episode: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        w0, a0, states = self._propose(episode)
+        w0, a0, states, actions = self._propose(episode)
         w, a = self._enforce(w0, a0)
         t1 = time.perf_counter()
         ev = self.evaluate(w, a)
         t2 = time.perf_counter()
         reward = self.reward(ev.accuracy)
         if states is not None:
-            self._learn(episode, states, w, a, reward)
+            self._learn(episode, states, actions, reward)
         t3 = time.perf_counter()
         self.agent_s += (t1 - t0) + (t3 - t2)
         self.eval_s += t2 - t1
@@ -349,10 +384,13 @@ class Search:
     # --- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
         cfg = self.ctx.cfg
-        total = 1 if cfg.strategy == "uniform" else cfg.episodes
         if resume:
             self.load_state()
             self._truncate_episodes()
+        if cfg.strategy in PLANNERS and self.state.plan is None:
+            self._plan()
+            self.save_state()
+        total = self._total()
         log = (self.out / "episodes.jsonl").open("a")
         bar = tqdm(
             total=total,
@@ -386,6 +424,14 @@ class Search:
             log.close()
         return self.summarize()
 
+    def _check(self, w: np.ndarray, a: np.ndarray) -> float | None:
+        """Top-1 of a policy evaluated like an episode but scored on the check subset."""
+        if self.ctx.check_data is None:
+            return None
+        setup = replace(self.ctx.setup, eval_data=self.ctx.check_data)
+        result, _ = evaluate_policy(setup, self.policy(w, a))
+        return result.accuracy.top1
+
     def summarize(self) -> dict[str, Any]:
         c = self.ctx
         records = read_episodes(self.out)
@@ -402,7 +448,9 @@ class Search:
         assert uniform is not None
         uw, ua = uniform
         u_eval = self.evaluate(uw, ua)
+        bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
         ref8 = self.costs(*self._pin(np.full(len(c.names), 8), np.full(len(c.names), 8)))
+        sens = self.state.sensitivity or {"passes": 0, "seconds": 0.0}
         summary = {
             "model": c.cfg.model,
             "hardware": c.table.hardware.name,
@@ -415,9 +463,11 @@ class Search:
             },
             "episodes": len(records),
             "fp_heldout_top1": c.fp_accuracy,
+            "check_images": 0 if c.check_data is None else len(c.check_data),
             "best": {
                 "episode": best["episode"],
                 "accuracy": best["accuracy"],
+                "check_top1": self._check(bw, ba),
                 "cost": best["cost"],
                 "w_bits": best["w_bits"],
                 "a_bits": best["a_bits"],
@@ -425,6 +475,7 @@ class Search:
             "uniform": {
                 "bits": int(uw[int(np.argmin(c.pinned_w > 0))]),  # the first free layer's bits
                 "accuracy": u_eval.accuracy,
+                "check_top1": self._check(uw, ua),
                 "cost": self.costs(uw, ua),
                 "w_bits": uw.tolist(),
                 "a_bits": ua.tolist(),
@@ -434,9 +485,15 @@ class Search:
             "layer_names": c.names,
             "layer_kinds": [s.kind for s in c.table.layers],
             "memory_bound_w8a8": c.table.uniform_cost(8).memory_bound.tolist(),
+            "search_cost": {
+                "policy_evaluations": self.state.evaluations,
+                "sensitivity_passes": sens["passes"],
+                "wall_s": self.agent_s + self.eval_s + sens["seconds"],
+            },
             "timing_s": {
                 "agent": self.agent_s,
                 "evaluation": self.eval_s,
+                "sensitivity": sens["seconds"],
                 "agent_fraction": self.agent_s / max(self.agent_s + self.eval_s, 1e-9),
             },
         }
@@ -462,6 +519,40 @@ def read_episodes(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def resolve_config(
+    cfg: SearchConfig | None, out: Path, resume: bool, overrides: dict[str, Any]
+) -> SearchConfig:
+    """The configuration a run uses: for a new run ``cfg`` (default: the embedded default)
+    with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
+    may only grow ``episodes`` or change the ``device``."""
+    if not resume:
+        if (out / "episodes.jsonl").exists():
+            raise HaqError(f"{out} already holds a run; use --resume {out} or another --out")
+        wanted = (cfg or SearchConfig()).with_overrides(overrides)
+        wanted.validate()
+        return wanted.resolved()
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        raise HaqError(f"{out}: cannot resume: no config.json there")
+    saved = SearchConfig.load(saved_path)
+    wanted = (cfg or saved).with_overrides(overrides)
+    if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
+        wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
+    if wanted.episodes is None:
+        wanted.episodes = saved.episodes
+    before, after = saved.to_dict(), wanted.to_dict()
+    diff = [k for k in after if k not in ("episodes", "device") and after[k] != before[k]]
+    if diff:
+        raise HaqError(
+            f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "
+            "nothing was changed"
+        )
+    wanted.validate()
+    if not (out / "state.pt").is_file():
+        raise HaqError(f"{out}: cannot resume: no state.pt (corrupt run directory)")
+    return wanted
+
+
 def search(
     cfg: SearchConfig | None = None,
     out_dir: str | Path = "runs/search",
@@ -472,49 +563,14 @@ def search(
     """Run (or continue, with ``resume=True``) a search; returns the summary dict.
 
     A new run refuses a directory that already holds episodes; a resumed run refuses a
-    configuration different from the saved one (``episodes`` may grow).
+    configuration different from the saved one (``episodes`` may grow, ``device`` change).
     """
     out = Path(out_dir)
-    if resume:
-        saved_path = out / "config.json"
-        if not saved_path.is_file():
-            raise HaqError(f"{out}: cannot resume: no config.json there")
-        saved = SearchConfig.load(saved_path)
-        if cfg is not None or overrides:
-            wanted = (cfg or saved).to_dict() | {k: v for k, v in overrides.items()}
-            ddpg = wanted["ddpg"]
-            ddpg = asdict(ddpg) if isinstance(ddpg, DDPGConfig) else dict(ddpg)
-            if ddpg.get("sigma_decay") is None:  # unset: the saved, resolved value
-                ddpg["sigma_decay"] = saved.ddpg.sigma_decay
-            wanted["ddpg"] = ddpg
-            diff = [k for k, v in wanted.items() if k != "episodes" and saved.to_dict().get(k) != v]
-            if diff:
-                raise HaqError(
-                    f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "
-                    "nothing was changed"
-                )
-            saved.episodes = wanted.get("episodes", saved.episodes)
-        if not (out / "state.pt").is_file():
-            raise HaqError(f"{out}: cannot resume: no state.pt (corrupt run directory)")
-        cfg = saved
-    else:
-        cfg = cfg or SearchConfig()
-        for k, v in overrides.items():
-            setattr(cfg, k, v)
-        if (out / "episodes.jsonl").exists():
-            raise HaqError(f"{out} already holds a run; use --resume {out} or another --out")
-        if cfg.ddpg.sigma_decay is None:  # fixed now and saved, so a resume keeps the schedule
-            cfg.ddpg = replace(
-                cfg.ddpg,
-                sigma_decay=stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes),
-            )
-    ctx = build_context(cfg, progress)
+    cfg = resolve_config(cfg, out, resume, overrides)
+    ctx = build_context(cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HaqError(f"cannot create run directory {str(out)!r}: {err.strerror}") from err
-    if not resume:
-        cfg.save(out / "config.json")
-    else:
-        cfg.save(out / "config.json")  # records a grown episode count
+    cfg.save(out / "config.json")  # a resumed run records its grown episode count
     return Search(ctx, out, progress).run(resume=resume)

@@ -7,6 +7,18 @@ from typing import Any
 from haq.search.budget import format_value
 from haq.textfmt import table
 
+LABELS = {
+    "haq": "HAQ agent",
+    "random": "random search",
+    "uniform": "uniform",
+    "ilp": "ILP on sensitivities",
+    "greedy": "greedy on sensitivities",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
 
 def _ratio(value: float, ref: float) -> str:
     return f"{value / ref:.3f}x" if ref else "-"
@@ -19,26 +31,28 @@ def format_summary(s: dict[str, Any]) -> str:
     ref = s["w8a8_cost"]
     metrics = [m for m in ("latency", "energy", "size") if m in ref]
     headers = (
-        ["policy", "held-out top-1"]
+        ["policy", "held-out top-1", "unseen top-1"]
         + [f"{m}" for m in metrics]
         + [f"{m} vs w8a8" for m in metrics if m != "size"]
     )
     headers.append("size vs fp32")
     rows = []
     for label, entry in (
-        (f"HAQ ({s['strategy']}, best of {s['episodes']})", s["best"]),
+        (f"{LABELS[s['strategy']]} (best of {s['episodes']})", s["best"]),
         (f"uniform w{s['uniform']['bits']}a{s['uniform']['bits']}", s["uniform"]),
     ):
         cost = entry["cost"]
-        row = [label, f"{entry['accuracy']:.2f}%"] + [format_value(m, cost[m]) for m in metrics]
+        row = [label, _pct(entry["accuracy"]), _pct(entry.get("check_top1"))]
+        row += [format_value(m, cost[m]) for m in metrics]
         row += [_ratio(cost[m], ref[m]) for m in metrics if m != "size"]
         row.append(_ratio(cost["size"], s["fp32_size_bytes"]))
         rows.append(row)
     rows.append(["full precision", f"{s['fp_heldout_top1']:.2f}%"] + ["-"] * (len(headers) - 2))
     lines = [
         f"model {s['model']} on {s['hardware']} (batch {s['batch']}), mode {s['mode']}; budget: {budgets}",
-        "accuracy: top-1 on the held-out train subset after the short per-episode finetune "
-        "(run 'haq finetune' for the final test-set figure)",
+        "accuracy: top-1 after the short per-episode finetune, on the held-out train subset "
+        "the search scored (its best is a maximum over many evaluations) and on "
+        f"{s.get('check_images', 0):,} unseen train images; 'haq finetune' gives the test-set figure",
         "",
         table(headers, rows),
         "",
@@ -55,11 +69,18 @@ def format_summary(s: dict[str, Any]) -> str:
                 "memory" if s["memory_bound_w8a8"][i] else "compute",
             ]
         )
-    lines.append(table(["layer", "kind", "HAQ w/a", "uniform w/a", "bound"], layer_rows, "lllll"))
-    t = s["timing_s"]
+    lines.append(table(["layer", "kind", "best w/a", "uniform w/a", "bound"], layer_rows, "lllll"))
+    t, c = s["timing_s"], s["search_cost"]
+    sens = (
+        f", sensitivity {t['sensitivity']:.1f} s ({c['sensitivity_passes']} forward passes)"
+        if c["sensitivity_passes"]
+        else ""
+    )
     lines += [
         "",
-        f"time: evaluation {t['evaluation']:.1f} s, agent and budget enforcement {t['agent']:.1f} s "
-        f"({100 * t['agent_fraction']:.1f}% of the search)",
+        f"search cost: {c['policy_evaluations']} policy evaluations, {c['wall_s']:.1f} s in all: "
+        f"evaluation {t['evaluation']:.1f} s{sens}, "
+        f"{'agent' if s['strategy'] == 'haq' else 'planning'} and budget enforcement "
+        f"{t['agent']:.1f} s ({100 * t['agent_fraction']:.1f}% of agent + evaluation)",
     ]
     return "\n".join(lines)
