@@ -1,20 +1,24 @@
-"""HAQ vs uniform vs random search on the reference MobileNet-V2-style model (issue 4).
+"""Every search strategy side by side on the reference MobileNet-V2-style model (issue 12).
 
-Scenarios (as in the paper's experiments):
+Scenarios:
   edge-latency   bismo-edge,  latency <= 0.5x of w8a8
   cloud-latency  bismo-cloud, latency <= 0.5x of w8a8
   fusion-energy  bitfusion,   energy  <= 0.5x of w8a8
-  size-kmeans    bismo-edge,  size    <= 0.1x of fp32 weights, k-means (weights only)
+  size-kmeans    k-means (weights only), size <= 0.1x of the fp32 weights
+  bops-pinned    BOPs <= 0.25x of w8a8, first and last layer pinned to 8 bits (haq's default)
+  bops-free      BOPs <= 0.25x of w8a8, nothing pinned (as other toolkits search)
 
-For each: a HAQ search and a random search with the same number of evaluated policies, and
-the uniform baseline; then the same final finetune for the three policies, and top-1 on the
-Fashion-MNIST test set. Prints a table and writes benchmarks/results/search.json.
+Strategies: haq (DDPG agent) and random search, once per search seed; ilp and greedy (on
+measured sensitivities) and uniform, which involve no randomness. Every search's best policy
+then gets the same final finetune once per finetune seed and is measured on the test set.
 
-    python benchmarks/bench_search.py [--episodes 60] [--final-epochs 0.34] [--scenarios ...]
-        [--strategies haq random uniform] [--agent-seed 0]
+    python benchmarks/bench_search.py [--scenarios ...] [--strategies ...]
+        [--search-seeds 0 1 2] [--finetune-seeds 0 1] [--final-epochs 0.34]
 
-``--strategies haq`` reruns only the HAQ rows (after a change to the agent) and keeps the
-random and uniform rows of the existing JSON, which do not depend on the agent.
+Incremental: results go to --json after every search and every finetune, keyed by scenario,
+strategy and seed; a rerun skips what is there (and resumes an interrupted search), so the
+matrix can be filled over several sessions. ``--rerun`` drops the selected entries first.
+``python benchmarks/search_table.py`` prints the README's table and draws the plots.
 """
 
 from __future__ import annotations
@@ -24,159 +28,173 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from haq.finishing import final_finetune
 from haq.policy import Policy
 from haq.search.config import SearchConfig
-from haq.search.runner import search
+from haq.search.runner import read_episodes, search
 
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, Any]] = {
     "edge-latency": dict(hardware="bismo-edge", budgets={"latency": "0.5x"}),
     "cloud-latency": dict(hardware="bismo-cloud", budgets={"latency": "0.5x"}),
     "fusion-energy": dict(hardware="bitfusion", budgets={"energy": "0.5x"}),
     "size-kmeans": dict(hardware="bismo-edge", budgets={"size": "0.1x"}, mode="kmeans"),
+    "bops-pinned": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}),
+    "bops-free": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}, keep_8bit=["none"]),
 }
+STRATEGIES = ("haq", "random", "ilp", "greedy", "uniform")
+SEEDED = ("haq", "random")  # the strategies whose result depends on the search seed
 
 
-STRATEGIES = ("haq", "random", "uniform")
+def _curve(run_dir: Path) -> list[float]:
+    """Best held-out top-1 after each policy evaluation (cache hits are not evaluations)."""
+    best, curve = -1.0, []
+    for r in read_episodes(run_dir):
+        if not r["cached"]:
+            best = max(best, r["accuracy"])
+            curve.append(best)
+    return curve
 
 
-def _final(policy: Policy, path: Path, epochs: float) -> tuple[float, float]:
-    """(quantized test top-1, fp test top-1) after the benchmark's final finetune."""
-    res = final_finetune(
-        policy,
-        "mobilenet_v2_fmnist",
-        None,
-        "fashion-mnist",
-        path,
-        epochs=epochs,
-        lr=0.01,
-        progress=False,
-    )
-    return res["quantized_test_top1"], res["fp_test_top1"]
-
-
-def run_scenario(name: str, args: argparse.Namespace, entry: dict) -> dict:
-    """Run the requested strategies of one scenario, updating ``entry`` (rows of strategies
-    not requested, from an earlier run, are kept)."""
-    spec = SCENARIOS[name]
-    root = Path(args.runs)
-    entry.update({"scenario": name, **spec})
-    policies = {}
-    searches = [s for s in ("haq", "random") if s in args.strategies] or ["uniform"]
-    for strategy in searches:
-        out = root / f"{name}-{strategy}"
+def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One search (resumed if interrupted), summarised for the benchmark JSON."""
+    out = Path(args.runs) / f"{name}-{strategy}-s{seed}"
+    cfg = SearchConfig(strategy=strategy, **SCENARIOS[name])
+    if strategy in SEEDED:
+        cfg.episodes = args.episodes
+    cfg.ddpg.seed = seed  # the search seed only: data split and finetunes unchanged
+    resume = (out / "state.pt").is_file()
+    if not resume:
         shutil.rmtree(out, ignore_errors=True)
-        cfg = SearchConfig(strategy=strategy, episodes=args.episodes, **spec)  # type: ignore[arg-type]
-        cfg.ddpg.seed = args.agent_seed  # the agent only: data split and evaluation unchanged
-        t = time.perf_counter()
-        summary = search(cfg, out, progress=False)
-        wall = time.perf_counter() - t
-        entry["fp_heldout_top1"] = summary["fp_heldout_top1"]
-        entry["w8a8_cost"] = summary["w8a8_cost"]
-        entry["fp32_size_bytes"] = summary["fp32_size_bytes"]
-        u = summary["uniform"]
-        entry["uniform"] = {  # keeps an earlier test_top1: the uniform policy is deterministic
-            **entry.get("uniform", {}),
-            **{"bits": u["bits"], "heldout_top1": u["accuracy"], "cost": u["cost"]},
-        }
-        policies["uniform"] = Policy.from_arrays(
-            summary["layer_names"], u["w_bits"], u["a_bits"], cfg.mode
-        )
-        if strategy == "uniform":
-            continue
-        entry[strategy] = {
-            "episodes": summary["episodes"],
-            "wall_s": wall,
-            "agent_fraction": summary["timing_s"]["agent_fraction"],
-            "heldout_top1": summary["best"]["accuracy"],
-            "cost": summary["best"]["cost"],
-        }
-        policies[strategy] = Policy.load(out / "best_policy.json")
-        if strategy == "haq":
-            entry["haq_bits"] = {
-                "w": summary["best"]["w_bits"],
-                "a": summary["best"]["a_bits"],
-                "layers": summary["layer_names"],
-                "kinds": summary["layer_kinds"],
-                "memory_bound_w8a8": summary["memory_bound_w8a8"],
-            }
-        print(
-            f"{name} {strategy}: best held-out {summary['best']['accuracy']:.2f}% in "
-            f"{summary['episodes']} episodes, {wall:.0f} s, "
-            f"agent {100 * entry[strategy]['agent_fraction']:.1f}%",
-            flush=True,
-        )
-    for strategy in args.strategies:
-        top1, fp_top1 = _final(
-            policies[strategy], root / f"{name}-{strategy}-final.pt", args.final_epochs
-        )
-        entry[strategy]["test_top1"] = top1
-        entry["fp_test_top1"] = fp_top1
-        print(
-            f"  final finetune {strategy}: test top-1 {top1:.2f}% (fp {fp_top1:.2f}%)", flush=True
-        )
+    t = time.perf_counter()
+    s = search(None if resume else cfg, out, resume=resume, progress=False)
+    entry = {
+        "strategy": strategy,
+        "search_seed": seed,
+        "episodes": s["episodes"],
+        "policy_evaluations": s["search_cost"]["policy_evaluations"],
+        "sensitivity_passes": s["search_cost"]["sensitivity_passes"],
+        "search_s": s["search_cost"]["wall_s"],
+        "wall_s": time.perf_counter() - t,
+        "agent_fraction": s["timing_s"]["agent_fraction"],
+        "heldout_top1": s["best"]["accuracy"],
+        "check_top1": s["best"]["check_top1"],
+        "cost": s["best"]["cost"],
+        "w_bits": s["best"]["w_bits"],
+        "a_bits": s["best"]["a_bits"],
+        "curve": _curve(out),
+        "policy": str(out / "best_policy.json"),
+        "uniform": s["uniform"],
+        "scenario_facts": {
+            "fp_heldout_top1": s["fp_heldout_top1"],
+            "w8a8_cost": s["w8a8_cost"],
+            "fp32_size_bytes": s["fp32_size_bytes"],
+            "layer_names": s["layer_names"],
+            "layer_kinds": s["layer_kinds"],
+            "memory_bound_w8a8": s["memory_bound_w8a8"],
+        },
+    }
+    print(
+        f"{name} {strategy} seed {seed}: held-out {entry['heldout_top1']:.2f}%, unseen "
+        f"{entry['check_top1']:.2f}%, {entry['policy_evaluations']} evaluations, "
+        f"{entry['search_s']:.0f} s",
+        flush=True,
+    )
     return entry
 
 
+def finetune_entry(entry: dict[str, Any], scenario: str, args: argparse.Namespace) -> None:
+    """Fill ``entry["test_top1"]`` for every finetune seed not measured yet."""
+    cfg = SearchConfig(**SCENARIOS[scenario])
+    tests = entry.setdefault("test_top1", {})
+    for fseed in args.finetune_seeds:
+        if str(fseed) in tests:
+            continue
+        if entry["strategy"] == "uniform":
+            u = entry["bits_arrays"]
+            policy = Policy.from_arrays(entry["layer_names"], u["w"], u["a"], cfg.mode)
+        else:
+            policy = Policy.load(entry["policy"])
+        res = final_finetune(
+            policy,
+            cfg.model,
+            None,
+            cfg.dataset,
+            Path(args.runs)
+            / f"final-{scenario}-{entry['strategy']}-s{entry['search_seed']}-f{fseed}.pt",
+            epochs=args.final_epochs,
+            lr=0.01,
+            seed=fseed,
+            progress=False,
+            per_channel=cfg.per_channel,
+            weight_clip=cfg.weight_clip,
+            calib_batches=cfg.calib_batches,
+        )
+        tests[str(fseed)] = res["quantized_test_top1"]
+        entry["fp_test_top1"] = res["fp_test_top1"]
+        print(f"  finetune seed {fseed}: test {tests[str(fseed)]:.2f}%", flush=True)
+
+
+def _uniform_entry(search_entry: dict[str, Any]) -> dict[str, Any]:
+    u = search_entry["uniform"]
+    return {
+        "strategy": "uniform",
+        "search_seed": 0,
+        "bits": u["bits"],
+        "heldout_top1": u["accuracy"],
+        "check_top1": u["check_top1"],
+        "cost": u["cost"],
+        "bits_arrays": {"w": u["w_bits"], "a": u["a_bits"]},
+        "layer_names": search_entry["scenario_facts"]["layer_names"],
+        "episodes": 1,
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Every requested scenario; with a subset of strategies, merged into the existing JSON."""
     path = Path(args.json)
-    merge = set(args.strategies) != set(STRATEGIES) and path.is_file()
-    results = json.loads(path.read_text()) if merge else {}
-    for name in args.scenarios:
-        results[name] = run_scenario(name, args, results.get(name, {}) if merge else {})
+    results = json.loads(path.read_text()) if path.is_file() else {}
+
+    def save() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")  # after every scenario
+        path.write_text(json.dumps(results, indent=1) + "\n")
+
+    for name in args.scenarios:
+        scenario = results.setdefault(name, {"spec": SCENARIOS[name], "runs": {}})
+        for strategy in args.strategies:
+            seeds = args.search_seeds if strategy in SEEDED else [0]
+            for seed in seeds:
+                key = f"{strategy}/s{seed}"
+                if args.rerun:
+                    scenario["runs"].pop(key, None)
+                if key not in scenario["runs"]:
+                    if strategy == "uniform":  # from any search of the scenario (same split)
+                        donor = next(iter(scenario["runs"].values()), None)
+                        if donor is None or "uniform" not in donor:
+                            donor = run_search(name, "greedy", 0, args)
+                            scenario["runs"]["greedy/s0"] = donor
+                        scenario["runs"][key] = _uniform_entry(donor)
+                    else:
+                        scenario["runs"][key] = run_search(name, strategy, seed, args)
+                    scenario.update(scenario["runs"][key].get("scenario_facts", {}))
+                    save()
+                finetune_entry(scenario["runs"][key], name, args)
+                save()
     return results
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--episodes", type=int, default=60)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    ap.add_argument("--search-seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--episodes", type=int, default=60, help="of haq and random")
     ap.add_argument("--final-epochs", type=float, default=0.34)
-    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--json", default="benchmarks/results/search.json")
-    ap.add_argument(
-        "--strategies",
-        nargs="+",
-        default=list(STRATEGIES),
-        choices=STRATEGIES,
-        help="a subset reruns only those rows and keeps the others from --json",
-    )
-    ap.add_argument(
-        "--agent-seed",
-        type=int,
-        default=0,
-        help="seed of the DDPG agent (networks, noise); the data split stays that of seed 0",
-    )
-    args = ap.parse_args()
-    results = run(args)
-    metric_of = {
-        "edge-latency": "latency",
-        "cloud-latency": "latency",
-        "fusion-energy": "energy",
-        "size-kmeans": "size",
-    }
-    print(
-        "\nscenario        strategy  test top-1  (fp)     cost vs ref   episodes  wall s  agent %"
-    )
-    for name, e in results.items():
-        m = metric_of[name]
-        ref = e["fp32_size_bytes"] if m == "size" else e["w8a8_cost"][m]
-        for strategy in ("haq", "random", "uniform"):
-            if "test_top1" not in e.get(strategy, {}):
-                continue  # not run (a --strategies subset written to a new --json)
-            s = e[strategy]
-            label = strategy if strategy != "uniform" else f"uniform{e['uniform']['bits']}"
-            eps = s.get("episodes", 1)
-            wall = f"{s['wall_s']:.0f}" if "wall_s" in s else "-"
-            agent = f"{100 * s['agent_fraction']:.1f}" if "agent_fraction" in s else "-"
-            print(
-                f"{name:15s} {label:9s} {s['test_top1']:9.2f}%  {e['fp_test_top1']:.2f}  "
-                f"{s['cost'][m] / ref:8.3f}x  {eps:8d}  {wall:>6s}  {agent:>6s}"
-            )
+    ap.add_argument("--rerun", action="store_true", help="redo the selected entries")
+    run(ap.parse_args())
 
 
 if __name__ == "__main__":

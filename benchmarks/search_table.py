@@ -1,82 +1,148 @@
-"""Print benchmarks/results/search.json (written by bench_search.py) as the README's tables.
+"""The README's search tables and plots from benchmarks/results/search.json (bench_search.py).
 
-python benchmarks/search_table.py [benchmarks/results/search.json]             # results
-python benchmarks/search_table.py --edge-cloud [benchmarks/results/search.json]  # bits
+python benchmarks/search_table.py                  # markdown table, mean +- std
+python benchmarks/search_table.py --plot PNG       # also the sample-efficiency plot
+python benchmarks/search_table.py --edge-cloud     # edge vs cloud bits of the haq policies
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import statistics
 from pathlib import Path
+from typing import Any
 
-LABELS = {
-    "edge-latency": ("bismo-edge, latency <= 0.5x w8a8", "latency", "w8a8"),
-    "cloud-latency": ("bismo-cloud, latency <= 0.5x w8a8", "latency", "w8a8"),
-    "fusion-energy": ("bitfusion, energy <= 0.5x w8a8", "energy", "w8a8"),
-    "size-kmeans": ("k-means, size <= 0.1x fp32", "size", "fp32"),
+TITLES = {
+    "edge-latency": ("bismo-edge, latency <= 0.5x", "latency", "w8a8"),
+    "cloud-latency": ("bismo-cloud, latency <= 0.5x", "latency", "w8a8"),
+    "fusion-energy": ("bitfusion, energy <= 0.5x", "energy", "w8a8"),
+    "size-kmeans": ("k-means, size <= 0.1x", "size", "fp32"),
+    "bops-pinned": ("BOPs <= 0.25x, first/last pinned", "bops", "w8a8"),
+    "bops-free": ("BOPs <= 0.25x, nothing pinned", "bops", "w8a8"),
 }
+LABELS = {"haq": "HAQ agent", "random": "random", "ilp": "ILP", "greedy": "greedy"}
+ORDER = ("haq", "random", "ilp", "greedy", "uniform")
 
 
-def table(results: dict) -> str:
-    """The markdown rows: one per (scenario, strategy)."""
-    fp = next(iter(results.values()))["fp_test_top1"]
+def _ms(values: list[float]) -> str:
+    """mean +- std (sample std; just the value for one)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _rows(scenario: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for entry in scenario["runs"].values():
+        by.setdefault(entry["strategy"], []).append(entry)
+    return by
+
+
+def _tests(entries: list[dict[str, Any]]) -> list[float]:
+    return [t for e in entries for t in e.get("test_top1", {}).values()]
+
+
+def table(results: dict[str, Any]) -> str:
+    fp = next((e["fp_test_top1"] for s in results.values() for e in s["runs"].values()
+               if "fp_test_top1" in e), float("nan"))  # fmt: skip
     lines = [
-        f"| scenario | policy | test top-1 (FP {fp:.2f} %) | held-out top-1 | cost vs reference "
-        "| episodes | search wall time | agent overhead |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| scenario | strategy | test top-1 % (FP {fp:.2f}) | best held-out % | same policy, "
+        "unseen % | cost vs ref | policy evaluations | search time | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, e in results.items():
-        title, metric, ref_name = LABELS[name]
-        ref = e["fp32_size_bytes"] if metric == "size" else e["w8a8_cost"][metric]
-        for strategy, label in (
-            ("haq", "HAQ (DDPG)"),
-            ("random", "random search"),
-            ("uniform", f"uniform w{e['uniform']['bits']}"),
-        ):
-            s = e[strategy]
-            if strategy == "uniform" and name != "size-kmeans":
-                label += f"a{e['uniform']['bits']}"
-            wall = f"{s['wall_s']:.0f} s" if "wall_s" in s else "-"
-            agent = f"{100 * s['agent_fraction']:.1f} %" if "agent_fraction" in s else "-"
+    for name, scenario in results.items():
+        title, metric, ref_name = TITLES[name]
+        ref = scenario["fp32_size_bytes"] if metric == "size" else scenario["w8a8_cost"][metric]
+        by = _rows(scenario)
+        means = {k: statistics.mean(_tests(v)) for k, v in by.items() if _tests(v)}
+        winner = max(means, key=lambda k: means[k]) if means else None
+        for strategy in ORDER:
+            entries = by.get(strategy, [])
+            if not entries:
+                continue
+            e0 = entries[0]
+            label = LABELS.get(strategy) or f"uniform w{e0['bits']}" + (
+                "" if metric == "size" else f"a{e0['bits']}"
+            )
+            test = _ms(_tests(entries))
+            if strategy == winner:
+                label, test = f"**{label}**", f"**{test}**"
+            evals = statistics.mean(e.get("policy_evaluations", 1) for e in entries)
+            passes = e0.get("sensitivity_passes", 0)
+            evals_text = f"{evals:.0f}" + (f" + {passes} sensitivity passes" if passes else "")
+            secs = [e["search_s"] for e in entries if "search_s" in e]
+            n_ft = len(e0.get("test_top1", {}))
             lines.append(
-                f"| {title} | {label} | {s['test_top1']:.2f} % | {s['heldout_top1']:.2f} % "
-                f"| {metric} {s['cost'][metric] / ref:.3f}x of {ref_name} "
-                f"| {s.get('episodes', 1)} | {wall} | {agent} |"
+                f"| {title} | {label} | {test} "
+                f"| {_ms([e['heldout_top1'] for e in entries])} "
+                f"| {_ms([e['check_top1'] for e in entries if e.get('check_top1') is not None])} "
+                f"| {statistics.mean(e['cost'][metric] for e in entries) / ref:.3f}x {ref_name} "
+                f"| {evals_text} | {f'{statistics.mean(secs):.0f} s' if secs else '-'} "
+                f"| {len(entries)} x {n_ft} |"
             )
     return "\n".join(lines)
 
 
-def _mean(values: list[int]) -> str:
-    return f"{sum(values) / len(values):.2f}"
+def plot(results: dict[str, Any], out: Path) -> None:
+    """Best held-out accuracy against policy evaluations, one panel per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    colors = {"haq": "C0", "random": "C1", "ilp": "C2", "greedy": "C3", "uniform": "gray"}
+    for ax, name in zip(axes.flat, names, strict=False):
+        by = _rows(results[name])
+        for strategy, entries in by.items():
+            for i, e in enumerate(entries):
+                label = LABELS.get(strategy, "uniform") if i == 0 else None
+                if strategy == "uniform":
+                    ax.axhline(e["heldout_top1"], color=colors[strategy], ls="--", label=label)
+                    continue
+                curve = e["curve"]
+                xs = list(range(1, len(curve) + 1))
+                style = "-" if len(curve) > 1 else "o"
+                ax.plot(xs, curve, style, color=colors[strategy], lw=1.2, label=label)
+        ax.set_title(TITLES[name][0], fontsize=10)
+        ax.set_xlabel("policy evaluations")
+        ax.set_ylabel("best held-out top-1 (%)")
+        lows = [e["heldout_top1"] for es in by.values() for e in es]
+        ax.set_ylim(min(lows) - 1.0, max(lows) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
 
 
-def edge_cloud(results: dict) -> str:
-    """The README's edge-vs-cloud comparison: the depthwise layers' bits and bound on each
-    hardware, then mean bits per layer kind."""
-    edge, cloud = results["edge-latency"]["haq_bits"], results["cloud-latency"]["haq_bits"]
+def edge_cloud(results: dict[str, Any]) -> str:
+    """Mean bits per layer kind of the seed-0 haq and ilp policies, edge vs cloud."""
     lines = [
-        "| # | layer | kind | edge w/a | edge bound (w8a8) | cloud w/a | cloud bound (w8a8) |",
-        "|---|---|---|---|---|---|---|",
+        "| strategy | kind | layers | edge mean w / a | cloud mean w / a |",
+        "|---|---|---|---|---|",
     ]
-
-    def bound(bits: dict, i: int) -> str:
-        return "memory" if bits["memory_bound_w8a8"][i] else "compute"
-
-    for i, (name, kind) in enumerate(zip(edge["layers"], edge["kinds"], strict=True)):
-        if kind == "depthwise":
-            lines.append(
-                f"| {i} | {name} | {kind} | {edge['w'][i]}/{edge['a'][i]} | {bound(edge, i)} "
-                f"| {cloud['w'][i]}/{cloud['a'][i]} | {bound(cloud, i)} |"
-            )
-    lines += ["", "| kind | layers | edge mean w / a | cloud mean w / a |", "|---|---|---|---|"]
-    for kind in dict.fromkeys(edge["kinds"]):
-        idx = [i for i, k in enumerate(edge["kinds"]) if k == kind]
-        cells = [
-            f"{_mean([b['w'][i] for i in idx])} / {_mean([b['a'][i] for i in idx])}"
-            for b in (edge, cloud)
-        ]
-        lines.append(f"| {kind} | {len(idx)} | {cells[0]} | {cells[1]} |")
+    for strategy in ("haq", "ilp"):
+        pols = [results[s]["runs"].get(f"{strategy}/s0") for s in ("edge-latency", "cloud-latency")]
+        if not all(pols):
+            continue
+        kinds = results["edge-latency"]["layer_kinds"]
+        for kind in dict.fromkeys(kinds):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            cells = [
+                f"{statistics.mean(p['w_bits'][i] for i in idx):.2f} / "
+                f"{statistics.mean(p['a_bits'][i] for i in idx):.2f}"
+                for p in pols  # type: ignore[union-attr]
+            ]
+            lines.append(f"| {strategy} | {kind} | {len(idx)} | {cells[0]} | {cells[1]} |")
     return "\n".join([*lines, "", bit_prices()])
 
 
@@ -105,9 +171,12 @@ def bit_prices() -> str:
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    show_bits = "--edge-cloud" in argv
-    argv = [a for a in argv if a != "--edge-cloud"]
-    path = Path(argv[0] if argv else "benchmarks/results/search.json")
-    data = json.loads(path.read_text())
-    print(edge_cloud(data) if show_bits else table(data))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("json", nargs="?", default="benchmarks/results/search.json")
+    ap.add_argument("--plot", default=None, metavar="PNG")
+    ap.add_argument("--edge-cloud", action="store_true")
+    a = ap.parse_args()
+    data = json.loads(Path(a.json).read_text())
+    print(edge_cloud(data) if a.edge_cloud else table(data))
+    if a.plot:
+        plot(data, Path(a.plot))

@@ -34,6 +34,8 @@ def runs(tiny_ckpt, tmp_path_factory):
             finetune_steps=1,
             finetune_size=600,
             heldout_size=300,
+            check_size=300,
+            strategy="haq",
             batch_size=32,
             ddpg=DDPGConfig(warmup_episodes=2),
         )

@@ -37,6 +37,7 @@ def tiny_cfg(ckpt: str, **kw) -> SearchConfig:
         dataset="digits",
         hardware="bitfusion",
         budgets={"energy": "0.85x"},
+        strategy="haq",
         episodes=6,
         finetune_steps=1,
         finetune_size=600,

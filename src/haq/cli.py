@@ -248,6 +248,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         name = re.sub(r"[^\w.-]", "_", f"{cfg.model}-{Path(cfg.hardware).stem}")
         out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         print(f"run directory: {out}", file=sys.stderr)
+        if cfg.strategy == "auto":
+            picked = cfg.resolved().strategy
+            print(
+                f"strategy: {picked} (what --strategy auto picks for {', '.join(cfg.budgets)} "
+                "budgets: the benchmark's winner; --strategy haq runs the paper's agent)",
+                file=sys.stderr,
+            )
     summary = search(
         None, out, resume=bool(args.resume), progress=not args.no_progress, **overrides
     )

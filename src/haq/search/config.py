@@ -15,9 +15,18 @@ from haq.errors import HaqError
 from haq.options import opt
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
-STRATEGIES = ("haq", "random", "uniform", "ilp", "greedy")
+STRATEGIES = ("auto", "haq", "random", "uniform", "ilp", "greedy")
 # policies evaluated when --episodes is not given: the planners need few evaluations
 DEFAULT_EPISODES = {"haq": 60, "random": 60, "ilp": 5, "greedy": 1, "uniform": 1}
+# what --strategy auto runs for a kind of budget: the benchmark's winner (README, "Which
+# strategy"); a mix of budget kinds takes the strategy all of them agree on, else ilp
+RECOMMENDED = {"latency": "ilp", "energy": "ilp", "size": "ilp", "bops": "ilp"}
+
+
+def recommended_strategy(budgets: dict[str, str]) -> str:
+    """The strategy ``--strategy auto`` picks for these budgets."""
+    picks = {RECOMMENDED.get(metric, "ilp") for metric in budgets}
+    return picks.pop() if len(picks) == 1 else "ilp"
 
 
 @dataclass
@@ -45,9 +54,10 @@ class SearchConfig:
         budget={"latency": "12ms", "energy": "3.5mJ", "size": "1.2MB", "bops": "2.5G (per image)"},
     )
     strategy: str = opt(
-        "haq",
-        "haq (the paper's DDPG agent), random, uniform, ilp (per-layer sensitivity + integer "
-        "program) or greedy (sensitivity, one bit at a time)",
+        "auto",
+        "auto (the benchmark's winner for the budget kind: ilp today), haq (the paper's DDPG "
+        "agent), random, uniform, ilp (per-layer sensitivity + integer program) or greedy "
+        "(sensitivity, one bit at a time)",
         choices=STRATEGIES,
     )
     mode: str = opt(
@@ -119,9 +129,11 @@ class SearchConfig:
 
     def resolved(self) -> SearchConfig:
         """A copy with the defaults that depend on other options filled in, as a new run
-        saves them (so a resumed run keeps them): the strategy's episode count and the
-        agent's exploration decay stretched to it."""
+        saves them (so a resumed run keeps them): the strategy ``auto`` picks, its episode
+        count and the agent's exploration decay stretched to it."""
         cfg = copy.deepcopy(self)
+        if cfg.strategy == "auto":
+            cfg.strategy = recommended_strategy(cfg.budgets)
         if cfg.episodes is None:
             cfg.episodes = DEFAULT_EPISODES[cfg.strategy]
         if cfg.ddpg.sigma_decay is None:

@@ -49,7 +49,12 @@ class DDPGConfig:
         show_default=False,
     )
     baseline_alpha: float = 0.5  # moving-average reward baseline
-    seed: int = opt(0, "seed of the agent (networks, noise); not of the data", flag="agent-seed")
+    seed: int = opt(
+        0,
+        "seed of the search strategy: the agent's networks and noise, the random strategy's "
+        "policies (the data split and the finetunes keep --seed)",
+        flag="search-seed",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

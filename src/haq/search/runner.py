@@ -180,7 +180,7 @@ class Search:
         self.agent = (
             DDPG(STATE_DIM, len(self.episode_spec), cfg.ddpg) if cfg.strategy == "haq" else None
         )
-        self.random_rng = np.random.default_rng(cfg.seed + 1)
+        self.random_rng = np.random.default_rng(cfg.ddpg.seed + 1)  # the search seed
         self.state = SearchState()
         self.agent_s = 0.0
         self.eval_s = 0.0
