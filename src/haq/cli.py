@@ -12,7 +12,7 @@ import io
 import json
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from haq.errors import HaqError
@@ -471,12 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.set_defaults(func=cmd_export)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
     return p
-
-
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,13 +90,6 @@ def _example(metric: str) -> str:
     return {"latency": "12ms", "energy": "3.5mJ", "size": "1.2MB", "bops": "2.5G"}[metric]
 
 
-def totals(
-    table: CostTable, w: np.ndarray, a: np.ndarray, metrics: Sequence[str]
-) -> dict[str, float]:
-    cost = table.policy_cost(w, a)
-    return {m: cost.total(m) for m in metrics}
-
-
 def _fits(table: CostTable, w: np.ndarray, a: np.ndarray, budgets: Sequence[Budget]) -> bool:
     cost = table.policy_cost(w, a)
     return all(cost.total(b.metric) <= b.limit * (1 + 1e-9) for b in budgets)

@@ -1,0 +1,194 @@
+"""How robust is the HAQ agent to its seed? A fast proxy of the real search (issue 12, item 3).
+
+A real search costs 7-9 s per evaluation, so comparing agent variants over many seeds on it
+is out of reach on a CPU. This script runs the very same search loop (``Search.step``:
+proposal, budget enforcement, replay, updates) with the accuracy of a policy replaced by a
+proxy built from the per-layer sensitivities an ``ilp`` run measured::
+
+    proxy top-1 = fp - c * sum_i sensitivity_i(w_i, a_i) + noise(policy)
+
+``c`` is fitted so that the uniform policy's proxy equals its measured held-out top-1, and
+the noise is a fixed pseudo-random N(0, --noise) per policy (a real evaluation is
+deterministic, but ranks close policies with about that much scatter). On this proxy the
+best policy under the budget is known exactly: the integer program's. For every seed and
+agent variant the script reports the best proxy top-1 found, its gap to that optimum, the
+margin over uniform, and how many evaluations the agent needed to reach the best of a random
+search of the same length.
+
+    python benchmarks/bench_agent_seeds.py --run runs/bench/cloud-latency-ilp-s0 \\
+        [--seeds 0 1 2 3 4] [--episodes 60] [--variants actor centre literal]
+
+Variants: ``actor`` (today: the replay stores the actor's own actions, as the reference
+code), ``centre`` (the replay stores the centre of the enforced bits' action share, what haq
+did before), ``literal`` (actor actions, the paper's literal 0.99 noise decay). Results go
+to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from haq.checkpoint import builtin_checkpoint, load_checkpoint
+from haq.hardware import load_hardware
+from haq.hardware.table import cost_table
+from haq.layers import extract_layers
+from haq.search.budget import check_feasible, parse_budget
+from haq.search.config import SearchConfig
+from haq.search.ddpg import PAPER_SIGMA_DECAY
+from haq.search.planners import plan_ilp
+from haq.search.runner import Evaluated, Search, SearchContext, resolve_pins
+from haq.search.sensitivity import Sensitivity
+
+VARIANTS = ("actor", "centre", "literal")
+
+
+class ProxySearch(Search):
+    """The search loop with the proxy accuracy instead of a quantize-finetune-evaluate."""
+
+    def __init__(self, ctx: SearchContext, score: np.ndarray, c: float, noise: float, variant: str):
+        super().__init__(ctx, Path("."), progress=False)
+        self.score, self.c, self.noise, self.variant = score, c, noise, variant
+        self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
+
+    def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
+        planned = float(self.score[np.arange(len(w)), w - 1, a - 1].sum())
+        key = hashlib.sha256(np.concatenate([w, a]).tobytes()).digest()
+        jitter = np.random.default_rng(int.from_bytes(key[:8], "little")).normal(0, self.noise)
+        return self.ctx.fp_accuracy - self.c * planned + jitter
+
+    def evaluate(self, w: np.ndarray, a: np.ndarray) -> Evaluated:
+        self.state.evaluations += 1
+        return Evaluated(self.proxy(w, a), False)
+
+    def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.last_bits = super()._enforce(w, a)
+        return self.last_bits
+
+    def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
+        if self.variant == "centre":  # the enforced bits' bin centres, in decision order
+            assert self.last_bits is not None
+            cfg = self.ctx.cfg
+            span = cfg.max_bit - cfg.min_bit + 1
+            w, a = self.last_bits
+            bits = [(w if is_w else a)[i] for i, is_w in self.episode_spec.decisions]
+            actions = ((np.clip(bits, cfg.min_bit, cfg.max_bit) - cfg.min_bit + 0.5) / span).astype(
+                np.float32
+            )
+        super()._learn(episode, states, actions, reward)
+
+
+def scenario(run_dir: Path) -> tuple[SearchConfig, SearchContext, np.ndarray, float]:
+    """The run's configuration and cost table, its measured sensitivities as a pair table,
+    and the proxy's scale ``c`` fitted on the run's uniform policy."""
+    cfg = SearchConfig.load(run_dir / "config.json")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    payload = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
+    score = Sensitivity.from_dict(payload["state"]["sensitivity"]).pair_table()
+    model, meta = load_checkpoint(cfg.checkpoint or builtin_checkpoint(cfg.model), cfg.model)
+    layers = extract_layers(model, tuple(meta.input_shape))
+    table = cost_table(layers, load_hardware(cfg.hardware, cfg.batch))
+    budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]
+    pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, cfg.mode == "kmeans")
+    check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
+    fp = summary["fp_heldout_top1"]
+    ctx = SearchContext(cfg, None, table, budgets, pw, pa, fp, metrics)  # type: ignore[arg-type]
+    uw, ua = np.array(summary["uniform"]["w_bits"]), np.array(summary["uniform"]["a_bits"])
+    c = (fp - summary["uniform"]["accuracy"]) / float(
+        score[np.arange(len(uw)), uw - 1, ua - 1].sum()
+    )
+    return cfg, ctx, score, c
+
+
+def run_one(
+    base: SearchConfig,
+    ctx: SearchContext,
+    score: np.ndarray,
+    c: float,
+    args: argparse.Namespace,
+    strategy: str,
+    variant: str,
+    seed: int,
+) -> list[float]:
+    """Proxy top-1 of every episode of one search."""
+    decay = PAPER_SIGMA_DECAY if variant == "literal" else None
+    cfg = base.with_overrides(
+        {
+            "strategy": strategy,
+            "episodes": args.episodes,
+            "ddpg": {"seed": seed, "sigma_decay": decay},
+        }
+    ).resolved()
+    s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
+    return [s.step(e)["accuracy"] for e in range(args.episodes)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", nargs="+", required=True, help="ilp run directories (with summary)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--noise", type=float, default=0.3, help="proxy scatter, top-1 points")
+    ap.add_argument("--json", default="benchmarks/results/agent_seeds.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    path = Path(args.json)
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for run in args.run:
+        cfg, ctx, score, c = scenario(Path(run))
+        args_ilp = (
+            ctx.table,
+            ctx.budgets,
+            score,
+            cfg.min_bit,
+            cfg.max_bit,
+            ctx.pinned_w,
+            ctx.pinned_a,
+        )
+        ow, oa = plan_ilp(*args_ilp, cfg.mode == "kmeans")[0]
+        probe = ProxySearch(ctx, score, c, 0.0, "actor")
+        optimum = probe.proxy(ow, oa)
+        uniform = json.loads((Path(run) / "summary.json").read_text())["uniform"]["accuracy"]
+        entry = results.setdefault(Path(run).name, {"optimum": optimum, "uniform": uniform})
+        randoms = [max(run_one(cfg, ctx, score, c, args, "random", "actor", s)) for s in args.seeds]
+        entry["random_best"] = randoms
+        for variant in args.variants:
+            rows = []
+            for seed in args.seeds:
+                accs = run_one(cfg, ctx, score, c, args, "haq", variant, seed)
+                best = np.maximum.accumulate(accs)
+                reach = int(np.argmax(best >= randoms[args.seeds.index(seed)])) + 1
+                rows.append(
+                    {
+                        "seed": seed,
+                        "best": float(best[-1]),
+                        "evals_to_random_best": reach
+                        if best[-1] >= randoms[args.seeds.index(seed)]
+                        else None,
+                    }
+                )
+            entry[variant] = rows
+            bests = [r["best"] for r in rows]
+            print(
+                f"{Path(run).name} {variant}: best {statistics.mean(bests):.2f} "
+                f"(min {min(bests):.2f}), optimum {optimum:.2f}, uniform {uniform:.2f}, random "
+                f"{statistics.mean(randoms):.2f}; beats uniform {sum(b > uniform for b in bests)}"
+                f"/{len(bests)}; evals to random's best {[r['evals_to_random_best'] for r in rows]}",
+                flush=True,
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
