@@ -58,6 +58,7 @@ class ProxySearch(Search):
         super().__init__(ctx, Path("."), progress=False)
         self.score, self.c, self.noise, self.variant = score, c, noise, variant
         self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
+        self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
 
     def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
         planned = float(self.score[np.arange(len(w)), w - 1, a - 1].sum())
@@ -71,6 +72,8 @@ class ProxySearch(Search):
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.last_bits = super()._enforce(w, a)
+        free = np.concatenate([self.ctx.pinned_w == 0, self.ctx.pinned_a == 0])
+        self.at_max.append(float((np.concatenate([w, a])[free] == self.ctx.cfg.max_bit).mean()))
         return self.last_bits
 
     def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
@@ -118,8 +121,9 @@ def run_one(
     strategy: str,
     variant: str,
     seed: int,
-) -> list[float]:
-    """Proxy top-1 of every episode of one search."""
+) -> tuple[list[float], float]:
+    """Proxy top-1 of every episode of one search, and the share of the agent's proposals
+    at the highest bit width over its last 10 episodes (saturation)."""
     decay = PAPER_SIGMA_DECAY if variant == "literal" else None
     cfg = base.with_overrides(
         {
@@ -129,7 +133,8 @@ def run_one(
         }
     ).resolved()
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
-    return [s.step(e)["accuracy"] for e in range(args.episodes)]
+    accs = [s.step(e)["accuracy"] for e in range(args.episodes)]
+    return accs, float(np.mean(s.at_max[-10:]))
 
 
 def main() -> None:
@@ -160,18 +165,21 @@ def main() -> None:
         optimum = probe.proxy(ow, oa)
         uniform = json.loads((Path(run) / "summary.json").read_text())["uniform"]["accuracy"]
         entry = results.setdefault(Path(run).name, {"optimum": optimum, "uniform": uniform})
-        randoms = [max(run_one(cfg, ctx, score, c, args, "random", "actor", s)) for s in args.seeds]
+        randoms = [
+            max(run_one(cfg, ctx, score, c, args, "random", "actor", s)[0]) for s in args.seeds
+        ]
         entry["random_best"] = randoms
         for variant in args.variants:
             rows = []
             for seed in args.seeds:
-                accs = run_one(cfg, ctx, score, c, args, "haq", variant, seed)
+                accs, at_max = run_one(cfg, ctx, score, c, args, "haq", variant, seed)
                 best = np.maximum.accumulate(accs)
                 reach = int(np.argmax(best >= randoms[args.seeds.index(seed)])) + 1
                 rows.append(
                     {
                         "seed": seed,
                         "best": float(best[-1]),
+                        "at_max_bit_last10": at_max,
                         "evals_to_random_best": reach
                         if best[-1] >= randoms[args.seeds.index(seed)]
                         else None,
@@ -183,7 +191,8 @@ def main() -> None:
                 f"{Path(run).name} {variant}: best {statistics.mean(bests):.2f} "
                 f"(min {min(bests):.2f}), optimum {optimum:.2f}, uniform {uniform:.2f}, random "
                 f"{statistics.mean(randoms):.2f}; beats uniform {sum(b > uniform for b in bests)}"
-                f"/{len(bests)}; evals to random's best {[r['evals_to_random_best'] for r in rows]}",
+                f"/{len(bests)}; evals to random's best {[r['evals_to_random_best'] for r in rows]}; "
+                f"at max bit {[round(r['at_max_bit_last10'], 2) for r in rows]}",
                 flush=True,
             )
         path.parent.mkdir(parents=True, exist_ok=True)
