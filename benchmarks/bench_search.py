@@ -17,13 +17,15 @@ then gets the same final finetune once per finetune seed and is measured on the 
 
 Incremental: results go to --json after every search and every finetune, keyed by scenario,
 strategy and seed; a rerun skips what is there (and resumes an interrupted search), so the
-matrix can be filled over several sessions. ``--rerun`` drops the selected entries first.
+matrix can be filled over several sessions, and by several processes at once (each merges
+its own entries into the file under a lock; give each ``OMP_NUM_THREADS=1`` on 2 cores). ``--rerun`` drops the selected entries first.
 ``python benchmarks/search_table.py`` prints the README's table and draws the plots.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import time
@@ -155,9 +157,20 @@ def run(args: argparse.Namespace) -> dict:
     path = Path(args.json)
     results = json.loads(path.read_text()) if path.is_file() else {}
 
-    def save() -> None:
+    def save(name: str, key: str) -> None:
+        """Write entry ``key`` of scenario ``name`` into the file as it is now (other
+        benchmark processes may be filling other entries), under a lock, atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = json.loads(path.read_text()) if path.is_file() else {}
+            mine = results[name]
+            theirs = merged.setdefault(name, {"spec": mine["spec"], "runs": {}})
+            theirs.update({k: v for k, v in mine.items() if k != "runs"})
+            theirs["runs"][key] = mine["runs"][key]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(merged, indent=1) + "\n")
+            tmp.replace(path)
 
     for name in args.scenarios:
         scenario = results.setdefault(name, {"spec": SCENARIOS[name], "runs": {}})
@@ -173,13 +186,14 @@ def run(args: argparse.Namespace) -> dict:
                         if donor is None or "uniform" not in donor:
                             donor = run_search(name, "greedy", 0, args)
                             scenario["runs"]["greedy/s0"] = donor
+                            save(name, "greedy/s0")
                         scenario["runs"][key] = _uniform_entry(donor)
                     else:
                         scenario["runs"][key] = run_search(name, strategy, seed, args)
                     scenario.update(scenario["runs"][key].get("scenario_facts", {}))
-                    save()
+                    save(name, key)
                 finetune_entry(scenario["runs"][key], name, args)
-                save()
+                save(name, key)
     return results
 
 
