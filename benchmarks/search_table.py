@@ -70,7 +70,8 @@ def table(results: dict[str, Any]) -> str:
             test = _ms(_tests(entries))
             if strategy == winner:
                 label, test = f"**{label}**", f"**{test}**"
-            evals = statistics.mean(e.get("policy_evaluations", 1) for e in entries)
+            # policies the search evaluated (cache hits are none): the curve has one point each
+            evals = statistics.mean(len(e["curve"]) if "curve" in e else 1 for e in entries)
             passes = e0.get("sensitivity_passes", 0)
             evals_text = f"{evals:.0f}" + (f" + {passes} sensitivity passes" if passes else "")
             secs = [e["search_s"] for e in entries if "search_s" in e]

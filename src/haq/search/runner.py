@@ -195,7 +195,6 @@ class Search:
             return Evaluated(self.state.cache[key], True)
         result, _ = evaluate_policy(self.ctx.setup, self.policy(w, a))
         self.state.cache[key] = result.accuracy.top1
-        self.state.evaluations += 1
         return Evaluated(result.accuracy.top1, False)
 
     def reward(self, accuracy: float) -> float:
@@ -300,6 +299,7 @@ class Search:
         w, a = self._enforce(w0, a0)
         t1 = time.perf_counter()
         ev = self.evaluate(w, a)
+        self.state.evaluations += not ev.cached  # the search's cost (not the uniform check's)
         t2 = time.perf_counter()
         reward = self.reward(ev.accuracy)
         if states is not None:
