@@ -20,7 +20,9 @@ search of the same length.
 
 Variants: ``actor`` (today: the replay stores the actor's own actions, as the reference
 code), ``centre`` (the replay stores the centre of the enforced bits' action share, what haq
-did before), ``literal`` (actor actions, the paper's literal 0.99 noise decay). Results go
+did before), ``literal`` (actor actions, the paper's literal 0.99 noise decay), ``penalty``
+(actor actions, and the reward loses 0.1 per bit that enforcement took off an average
+decision: not in the paper). Results go
 to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
 """
 
@@ -48,7 +50,7 @@ from haq.search.planners import plan_ilp
 from haq.search.runner import Evaluated, Search, SearchContext, resolve_pins
 from haq.search.sensitivity import Sensitivity
 
-VARIANTS = ("actor", "centre", "literal")
+VARIANTS = ("actor", "centre", "literal", "penalty")
 
 
 class ProxySearch(Search):
@@ -59,6 +61,7 @@ class ProxySearch(Search):
         self.score, self.c, self.noise, self.variant = score, c, noise, variant
         self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
         self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
+        self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
 
     def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
         planned = float(self.score[np.arange(len(w)), w - 1, a - 1].sum())
@@ -72,8 +75,14 @@ class ProxySearch(Search):
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.last_bits = super()._enforce(w, a)
         free = np.concatenate([self.ctx.pinned_w == 0, self.ctx.pinned_a == 0])
-        self.at_max.append(float((np.concatenate([w, a])[free] == self.ctx.cfg.max_bit).mean()))
+        proposed = np.concatenate([w, a])[free]
+        self.at_max.append(float((proposed == self.ctx.cfg.max_bit).mean()))
+        self.cut = float((proposed - np.concatenate(self.last_bits)[free]).mean())
         return self.last_bits
+
+    def reward(self, accuracy: float) -> float:
+        """``penalty``: minus 0.1 per bit that enforcement took off an average decision."""
+        return super().reward(accuracy) - (0.1 * self.cut if self.variant == "penalty" else 0.0)
 
     def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
         if self.variant == "centre":  # the enforced bits' bin centres, in decision order

@@ -23,6 +23,7 @@ TITLES = {
 }
 LABELS = {"haq": "HAQ agent", "random": "random", "ilp": "ILP", "greedy": "greedy"}
 ORDER = ("haq", "random", "ilp", "greedy", "uniform")
+TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
 def _ms(values: list[float]) -> str:
@@ -53,12 +54,15 @@ def table(results: dict[str, Any]) -> str:
         "unseen % | cost vs ref | policy evaluations | search time | runs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, scenario in results.items():
+    for name in [n for n in TITLES if n in results]:
+        scenario = results[name]
         title, metric, ref_name = TITLES[name]
         ref = scenario["fp32_size_bytes"] if metric == "size" else scenario["w8a8_cost"][metric]
         by = _rows(scenario)
         means = {k: statistics.mean(_tests(v)) for k, v in by.items() if _tests(v)}
-        winner = max(means, key=lambda k: means[k]) if means else None
+        best = max(means.values()) if means else 0.0
+        # bold: the best mean test top-1 and every strategy within TIE points of it
+        winners = {k for k, m in means.items() if m >= best - TIE}
         for strategy in ORDER:
             entries = by.get(strategy, [])
             if not entries:
@@ -68,7 +72,7 @@ def table(results: dict[str, Any]) -> str:
                 "" if metric == "size" else f"a{e0['bits']}"
             )
             test = _ms(_tests(entries))
-            if strategy == winner:
+            if strategy in winners:
                 label, test = f"**{label}**", f"**{test}**"
             # policies the search evaluated (cache hits are none): the curve has one point each
             evals = statistics.mean(len(e["curve"]) if "curve" in e else 1 for e in entries)
