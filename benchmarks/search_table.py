@@ -97,6 +97,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = list(results)
     cols = min(3, len(names))
@@ -117,6 +118,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
                 ax.plot(xs, curve, style, color=colors[strategy], lw=1.2, label=label)
         ax.set_title(TITLES[name][0], fontsize=10)
         ax.set_xlabel("policy evaluations")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("best held-out top-1 (%)")
         lows = [e["heldout_top1"] for es in by.values() for e in es]
         ax.set_ylim(min(lows) - 1.0, max(lows) + 0.5)

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from haq.hardware import ARCHS
 from haq.report.data import RunData
@@ -163,8 +164,10 @@ def search_figure(run: RunData, path: Path) -> Path:
             axes[2].axhline(limit, color="k", ls="--", lw=1, label="budget")
             axes[2].legend(fontsize=8)
         axes[0].legend(fontsize=8, loc="lower right")
-        axes[0].set_title(f"{run.label}: search curve (grey = random warm-up)")
-        axes[-1].set_xlabel("episode")
+        shaded = " (grey = random warm-up)" if warm else ""
+        axes[0].set_title(f"{run.label}: search curve{shaded}")
+        axes[-1].set_xlabel("episode (one policy evaluated each)")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
         return _save(fig, path)
 
 
