@@ -31,7 +31,7 @@ def recommended_strategy(budgets: dict[str, str]) -> str:
 
 @dataclass
 class SearchConfig:
-    """Every knob of a search. Defaults are the embedded default job (about 8 minutes on a
+    """Every knob of a search. Defaults are the embedded default job (about 3 minutes on a
     2-core CPU): the reference MobileNet-V2-style model on Fashion-MNIST, BISMO edge, half of
     the w8a8 latency.
 
