@@ -45,12 +45,13 @@ from haq.hardware.table import cost_table
 from haq.layers import extract_layers
 from haq.search.budget import check_feasible, parse_budget
 from haq.search.config import SearchConfig
-from haq.search.ddpg import PAPER_SIGMA_DECAY
+from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
+from haq.search.env import STATE_DIM, action_to_bits
 from haq.search.planners import plan_ilp
 from haq.search.runner import Evaluated, Search, SearchContext, resolve_pins
 from haq.search.sensitivity import Sensitivity
 
-VARIANTS = ("actor", "centre", "literal", "penalty")
+VARIANTS = ("actor", "centre", "literal", "penalty", "bounded", "bounded-nostate", "centre-penalty")
 
 
 class ProxySearch(Search):
@@ -62,6 +63,11 @@ class ProxySearch(Search):
         self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
         self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
         self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
+
+    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+        if not self.variant.startswith("bounded") or self.agent is None:
+            return super()._propose(episode)
+        return bounded_episode(self, episode, with_state=self.variant == "bounded")
 
     def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
         planned = float(self.score[np.arange(len(w)), w - 1, a - 1].sum())
@@ -82,10 +88,11 @@ class ProxySearch(Search):
 
     def reward(self, accuracy: float) -> float:
         """``penalty``: minus 0.1 per bit that enforcement took off an average decision."""
-        return super().reward(accuracy) - (0.1 * self.cut if self.variant == "penalty" else 0.0)
+        pay = self.variant in ("penalty", "centre-penalty")
+        return super().reward(accuracy) - (0.1 * self.cut if pay else 0.0)
 
     def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
-        if self.variant == "centre":  # the enforced bits' bin centres, in decision order
+        if self.variant in ("centre", "centre-penalty"):  # the enforced bits' bin centres, in decision order
             assert self.last_bits is not None
             cfg = self.ctx.cfg
             span = cfg.max_bit - cfg.min_bit + 1
@@ -95,6 +102,46 @@ class ProxySearch(Search):
                 np.float32
             )
         super()._learn(episode, states, actions, reward)
+
+
+def bounded_episode(s: Search, episode: int, with_state: bool):
+    """AMC-style: each action is capped so that the remaining decisions at the minimum bits
+    can still meet every budget; the state carries how much of the budget is committed."""
+    c, cfg = s.ctx, s.ctx.cfg
+    ep = s.episode_spec
+    span = cfg.max_bit - cfg.min_bit + 1
+    tables = [c.table.metric_table(b.metric) for b in c.budgets]
+    limits = np.array([b.limit for b in c.budgets])
+    n = ep.n_layers
+    w = np.where(c.pinned_w > 0, c.pinned_w, cfg.min_bit)
+    a = np.where(c.pinned_a > 0, c.pinned_a, cfg.min_bit)
+    if s.weights_only:
+        a = np.full(n, 8)
+    rows = np.arange(n)
+    states, actions, prev = [], [], 0.0
+    for t, (i, is_w) in enumerate(ep.decisions):
+        base = np.array([tb[rows, w - 1, a - 1].sum() - tb[i, w[i] - 1, a[i] - 1] for tb in tables])
+        bits = np.arange(1, 9)
+        cand = np.stack([tb[i, bits - 1, a[i] - 1] if is_w else tb[i, w[i] - 1, bits - 1] for tb in tables])
+        ok = ((base[:, None] + cand) <= limits[:, None] * (1 + 1e-9)).all(axis=0)
+        ok[: cfg.min_bit - 1] = False
+        bmax = int(bits[ok].max()) if ok.any() else cfg.min_bit
+        bmax = min(bmax, cfg.max_bit)
+        committed = float(((base + (tables and np.array([tb[i, w[i]-1, a[i]-1] for tb in tables]))) / limits).max())
+        st = ep.state(t, prev)
+        if with_state:
+            st = np.concatenate([st, [committed, (bmax - cfg.min_bit) / max(1, span - 1)]]).astype(np.float32)
+        act = s.agent.act(st, episode)
+        bit = int(min(action_to_bits(act, cfg.min_bit, cfg.max_bit), bmax))
+        if action_to_bits(act, cfg.min_bit, cfg.max_bit) > bmax:
+            act = (bmax - cfg.min_bit + 0.5) / span
+        pinned = (c.pinned_w if is_w else c.pinned_a)[i] > 0
+        if not pinned:
+            (w if is_w else a)[i] = bit
+        states.append(st)
+        actions.append(act)
+        prev = act
+    return w, a, np.stack(states), np.asarray(actions, dtype=np.float32)
 
 
 def scenario(run_dir: Path) -> tuple[SearchConfig, SearchContext, np.ndarray, float]:
@@ -141,6 +188,8 @@ def run_one(
         }
     ).resolved()
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
+    if variant == "bounded":
+        s.agent = DDPG(STATE_DIM + 2, len(s.episode_spec), cfg.ddpg)
     accs = [s.step(e)["accuracy"] for e in range(args.episodes)]
     return accs, float(np.mean(s.at_max[-10:]))
 

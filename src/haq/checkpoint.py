@@ -6,15 +6,20 @@ each), so the main job never retrains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from haq.data import builtin_normalisation, load_dataset, make_loader
 from haq.errors import HaqError
 from haq.fileio import load_payload, save_payload
-from haq.models import load_model_spec
+from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from haq.models import default_input_shape, load_model_spec
+from haq.train import evaluate, pick_device
+from haq.weights import load_weights
 
 BUILTIN_DIR = Path(__file__).parent / "checkpoints"
 CHECKPOINT_FORMAT = "haq-checkpoint-1"
@@ -30,6 +35,9 @@ class CheckpointMeta:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # how images on disk become inputs: mean, std, crop_ratio (see haq.imagefolder.Preprocess)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
 
 
 def builtin_checkpoint(model: str) -> Path | None:
@@ -57,6 +65,8 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, Any]]:
         model_kwargs=m.get("model_kwargs", {}),
         accuracy=m.get("accuracy", {}),
         extra=m.get("extra", {}),
+        preprocess=m.get("preprocess", {}),
+        classes=m.get("classes", []),
     )
     return meta, payload
 
@@ -82,3 +92,92 @@ def load_checkpoint(
         ) from err
     model.eval()
     return model, meta
+
+
+def preprocess_for(
+    meta: CheckpointMeta, crop_ratio: float | None = None, min_crop_scale: float | None = None
+) -> Preprocess:
+    """How images from disk are prepared for this checkpoint's model: its recorded
+    normalisation and crop ratio; for a model trained on a built-in dataset that dataset's
+    normalisation and no crop (its images already have the input size); else ImageNet's
+    mean and std (0.5 and 0.5 for one channel) and the 0.875 crop. Arguments override."""
+    rec = meta.preprocess
+    builtin = builtin_normalisation(meta.dataset)
+    gray = meta.input_shape[0] == 1
+    if "mean" in rec:
+        mean, std = tuple(rec["mean"]), tuple(rec["std"])
+    elif builtin is not None:
+        mean, std = (builtin[0],), (builtin[1],)
+    else:
+        mean, std = ((0.5,), (0.5,)) if gray else (IMAGENET_MEAN, IMAGENET_STD)
+    ratio = rec.get("crop_ratio", 1.0 if builtin is not None else 0.875)
+    scale = rec.get("min_crop_scale", Preprocess.min_crop_scale)
+    return Preprocess(
+        tuple(meta.input_shape),
+        mean,
+        std,
+        ratio if crop_ratio is None else crop_ratio,
+        scale if min_crop_scale is None else min_crop_scale,
+    )
+
+
+def resolve_model(
+    spec: str, checkpoint: str | Path | None = None, weights: str | Path | None = None
+) -> tuple[nn.Module, CheckpointMeta]:
+    """The model a command works on: a haq checkpoint; else ``spec`` with ``weights`` from a
+    state dict file (input shape: the registry's, else ImageNet's; no dataset recorded);
+    else the shipped checkpoint of a reference model."""
+    if checkpoint and weights:
+        raise HaqError("give --checkpoint or --weights, not both")
+    if checkpoint:
+        return load_checkpoint(checkpoint, spec)
+    if weights:
+        model = load_weights(load_model_spec(spec), weights)
+        return model, CheckpointMeta(spec, default_input_shape(spec), dataset="")
+    shipped = builtin_checkpoint(spec)
+    if shipped is None:
+        raise HaqError(
+            f"model {spec!r} has no shipped weights: give --weights FILE (a state dict) or "
+            "--checkpoint (see 'haq import' and 'haq pretrain')"
+        )
+    return load_checkpoint(shipped, spec)
+
+
+def import_model(
+    spec: str,
+    weights: str | Path,
+    dataset: str,
+    out: str | Path,
+    input_shape: tuple[int, int, int] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+) -> tuple[Path, CheckpointMeta]:
+    """Write a haq checkpoint of ``spec`` with ``weights``: input shape (default: the
+    registry's, else 3x224x224), preprocessing (``preprocess`` keys of
+    :class:`~haq.imagefolder.Preprocess` override the defaults), the dataset's classes and
+    the full-precision accuracy measured on its test split."""
+    kwargs = dict(model_kwargs or {})
+    model = load_weights(load_model_spec(spec, **kwargs), weights)
+    shape = tuple(input_shape or default_input_shape(spec))
+    meta = CheckpointMeta(spec, shape, dataset, kwargs)  # type: ignore[arg-type]
+    prep = replace(preprocess_for(meta), **(preprocess or {}))
+    meta.preprocess = prep.to_dict()
+    test = load_dataset(dataset, train=False, preprocess=prep)
+    if test.input_shape != shape:
+        raise HaqError(
+            f"dataset {dataset!r} has images {test.input_shape}; the model expects {shape}"
+        )
+    with torch.no_grad():
+        outputs = int(model(torch.zeros(1, *shape)).shape[1])
+    if outputs < test.num_classes:
+        raise HaqError(
+            f"the model has {outputs} outputs but {dataset!r} has {test.num_classes} classes; "
+            "give the model's num_classes (--model-kwargs) or another dataset"
+        )
+    acc = evaluate(model, make_loader(test, 256, workers=workers), device=pick_device(device))
+    meta.accuracy = {"top1": acc.top1, "top5": acc.top5}
+    meta.classes = list(getattr(test, "classes", []))
+    meta.extra = {"imported_from": str(weights), "test_images": acc.n_images}
+    return save_checkpoint(out, model.cpu(), meta), meta

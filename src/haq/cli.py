@@ -7,6 +7,7 @@ Every user mistake surfaces as a :class:`~haq.errors.HaqError` and is printed as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -30,18 +31,27 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
-def _load_model(spec: str, checkpoint: str | None) -> tuple[Any, tuple[int, int, int] | None]:
-    """(model, input shape from the checkpoint or None)."""
-    from haq.checkpoint import builtin_checkpoint, load_checkpoint
-    from haq.models import load_model_spec
+def pick_device(requested: str | None) -> str:
+    """The device of a command, decided once here: ``--device`` if given, else CUDA when
+    available, else the CPU. Commands print it on stderr once their inputs are checked."""
+    from haq.train import pick_device as pick
 
-    if checkpoint:
-        model, meta = load_checkpoint(checkpoint, spec)
-        return model, meta.input_shape
-    if builtin_checkpoint(spec) is not None:
-        model, meta = load_checkpoint(builtin_checkpoint(spec), spec)  # type: ignore[arg-type]
-        return model, meta.input_shape
-    return load_model_spec(spec), None
+    try:
+        device = str(pick(requested))
+    except RuntimeError as err:
+        raise HaqError(f"--device {requested!r}: {str(err).splitlines()[0]}") from err
+    return device
+
+
+def _emit(text: str, output: str | None) -> None:
+    """A command's document: to ``--output FILE`` if given, else stdout."""
+    if output is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+        return
+    from haq.fileio import atomic_write_text
+
+    atomic_write_text(output, text if text.endswith("\n") else text + "\n")
+    print(f"wrote {output}", file=sys.stderr)
 
 
 # --- haq cost ----------------------------------------------------------------------------
@@ -49,8 +59,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from haq.costing import model_cost_table, policy_report
     from haq.models import default_input_shape, load_model_spec
     from haq.policy import Policy
+    from haq.weights import load_weights
 
-    model = load_model_spec(args.model)
+    with contextlib.redirect_stdout(sys.stderr):  # what a model builder prints is not output
+        model = load_model_spec(args.model)
+        if args.weights:
+            load_weights(model, args.weights)
     shape = parse_shape(args.input_shape) if args.input_shape else default_input_shape(args.model)
     table = model_cost_table(model, shape, args.hardware, args.batch, args.model)
     policy = Policy.parse(args.policy, table.layer_names)
@@ -60,15 +74,15 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.haq_npy:
         table.save_haq_npy(args.haq_npy)
     if args.format == "json":
-        print(json.dumps(report, indent=2))
+        _emit(json.dumps(report, indent=2), args.output)
     elif args.format == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(report["layers"][0]))
         writer.writeheader()
         writer.writerows(report["layers"])
-        print(buf.getvalue(), end="")
+        _emit(buf.getvalue(), args.output)
     else:
-        print(format_cost_report(report))
+        _emit(format_cost_report(report), args.output)
     for path, what in ((args.table, "cost table"), (args.haq_npy, "HAQ lookup table")):
         if path:
             print(f"wrote {what} to {path}", file=sys.stderr)
@@ -146,6 +160,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from haq.pretrain import pretrain
 
+    device = pick_device(args.device)
     path, top1 = pretrain(
         args.model,
         args.dataset,
@@ -154,57 +169,53 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=device,
         augment=not args.no_augment,
     )
-    print(f"test top-1 {top1:.2f}%  -> {path}")
+    print(f"test top-1 {top1:.2f}%  -> {path}  (trained on {device})")
     return 0
 
 
 # --- haq eval ------------------------------------------------------------------------------
-def _require_model(spec: str, checkpoint: str | None) -> tuple[Any, tuple[int, int, int]]:
-    from haq.checkpoint import builtin_checkpoint
-
-    if checkpoint is None and builtin_checkpoint(spec) is None:
-        raise HaqError(
-            f"model {spec!r} has no shipped weights: give --checkpoint (see 'haq pretrain')"
-        )
-    model, shape = _load_model(spec, checkpoint)
-    assert shape is not None
-    return model, shape
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from haq.checkpoint import preprocess_for, resolve_model
     from haq.costing import model_cost_table, policy_report
-    from haq.data import TensorLoader, load_dataset
+    from haq.data import load_dataset
     from haq.evaluation import EvalSetup, evaluate_policy
     from haq.policy import Policy
     from haq.train import evaluate
 
-    model, shape = _require_model(args.model, args.checkpoint)
-    train = load_dataset(args.dataset, train=True)
-    test = load_dataset(args.dataset, train=False)
-    if train.input_shape != tuple(shape):
+    device = pick_device(args.device)
+    with contextlib.redirect_stdout(sys.stderr):
+        model, meta = resolve_model(args.model, args.checkpoint, args.weights)
+    shape = tuple(meta.input_shape)
+    prep = preprocess_for(meta, args.crop_ratio)
+    train = load_dataset(args.dataset, train=True, preprocess=prep)
+    test = load_dataset(args.dataset, train=False, preprocess=prep)
+    if train.input_shape != shape:
         raise HaqError(
             f"dataset {args.dataset!r} has images {train.input_shape}; the model expects {shape}"
         )
     setup = EvalSetup.build(
         model,
-        train,
+        train.view(True),
         test,
         finetune_steps=args.finetune_steps,
         lr=args.lr,
         seed=args.seed,
         per_channel=args.per_channel,
         weight_clip=args.weight_clip,
-        device=args.device,
+        device=device,
+        workers=args.workers,
     )
     policy = Policy.parse(args.policy, setup.calibration.layer_names, mode=args.mode or "linear")
     if args.mode:
         policy.mode = args.mode
-    fp = evaluate(model, TensorLoader(test, 512), device=args.device)
+    fp = evaluate(model, setup.loader(test, 512), device=device)
     result, _ = evaluate_policy(setup, policy)
-    print(f"model {args.model}  dataset {args.dataset} test set ({fp.n_images} images)")
+    print(
+        f"model {args.model}  dataset {args.dataset} test set ({fp.n_images} images)  device {device}"
+    )
     print(f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%")
     print(
         f"{policy.describe() if len(set(policy.key())) == 1 else 'mixed policy':16s} "
@@ -243,11 +254,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.out and args.out != args.resume:
             raise HaqError("--resume continues a run in its own directory; do not give --out")
         out = args.resume
+        if "device" in overrides:
+            print(f"device: {pick_device(overrides['device'])}", file=sys.stderr)
     else:
         cfg = SearchConfig().with_overrides(overrides)
         name = re.sub(r"[^\w.-]", "_", f"{cfg.model}-{Path(cfg.hardware).stem}")
         out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-        print(f"run directory: {out}", file=sys.stderr)
+        print(f"run directory: {out}  (device: {pick_device(cfg.device)})", file=sys.stderr)
         if cfg.strategy == "auto":
             picked = cfg.resolved().strategy
             print(
@@ -271,6 +284,53 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- haq import ------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from haq.checkpoint import import_model
+
+    try:
+        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    except json.JSONDecodeError as err:
+        raise HaqError(
+            f"--model-kwargs must be a JSON object, like '{{\"num_classes\": 10}}' ({err})"
+        ) from err
+    if not isinstance(kwargs, dict):
+        raise HaqError("--model-kwargs must be a JSON object, like '{\"num_classes\": 10}'")
+    prep: dict[str, Any] = {}
+    for key in ("mean", "std"):
+        if getattr(args, key):
+            prep[key] = _floats(getattr(args, key), f"--{key}")
+    if args.crop_ratio is not None:
+        prep["crop_ratio"] = args.crop_ratio
+    device = pick_device(args.device)
+    with contextlib.redirect_stdout(sys.stderr):
+        path, meta = import_model(
+            args.model,
+            args.weights,
+            args.dataset,
+            args.out,
+            parse_shape(args.input_shape) if args.input_shape else None,
+            kwargs,
+            prep,
+            device,
+            args.workers,
+        )
+    print(
+        f"{args.model} with {args.weights}: test top-1 {meta.accuracy['top1']:.2f}% "
+        f"(top-5 {meta.accuracy['top5']:.2f}%) on {args.dataset}, input {meta.input_shape}, "
+        f"measured on {device}"
+    )
+    print(f"wrote {path}; use it with --checkpoint {path}")
+    return 0
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise HaqError(f"{flag} {text!r} must be numbers separated by commas") from err
+
+
 # --- haq report / export --------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     try:
@@ -284,9 +344,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from haq.export import export_model, load_for_export
 
-    q, policy, info, source = load_for_export(
-        args.run, args.policy, args.checkpoint, args.model, args.dataset
-    )
+    with contextlib.redirect_stdout(sys.stderr):
+        q, policy, info, source = load_for_export(
+            args.run, args.policy, args.checkpoint, args.model, args.dataset, args.weights
+        )
     path = export_model(q, policy, info, args.format, args.out)
     print(f"exported {source} as {args.format} to {path}")
     return 0
@@ -312,14 +373,22 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             "per_channel": cfg.per_channel,
             "weight_clip": cfg.weight_clip,
             "calib_batches": cfg.calib_batches,
-        }  # exactly the search's quantizers
+            "weights": cfg.weights,
+            "crop_ratio": cfg.crop_ratio if args.crop_ratio is None else args.crop_ratio,
+        }  # exactly the search's quantizers and model
     elif args.policy:
         policy = Policy.load(args.policy)
         model, checkpoint, dataset = args.model, args.checkpoint, args.dataset
         out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
-        quantizer = {"per_channel": args.per_channel, "weight_clip": args.weight_clip}
+        quantizer = {
+            "per_channel": args.per_channel,
+            "weight_clip": args.weight_clip,
+            "weights": args.weights,
+            "crop_ratio": args.crop_ratio,
+        }
     else:
         raise HaqError("give --run DIR or --policy FILE")
+    device = pick_device(args.device)
     res = final_finetune(
         policy,
         model,
@@ -330,11 +399,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=device,
+        workers=args.workers,
         **quantizer,
     )
     print(
-        f"test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
+        f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
         f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "
         f"{res['quantized_test_top1']:.2f}%"
     )
@@ -361,7 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", default=None, help="C,H,W (default: the model's, e.g. 3,224,224)"
     )
     c.add_argument("--policy", default="w8a8", help="wXaY for every layer, or a policy .json")
+    c.add_argument(
+        "--weights",
+        default=None,
+        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
+    )
     c.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    c.add_argument(
+        "--output", default=None, metavar="FILE", help="write the report to FILE, not stdout"
+    )
     c.add_argument(
         "--table", default=None, metavar="OUT.npz", help="also write the full [L,8,8] table"
     )
@@ -395,7 +473,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--checkpoint", default=None, help="default: the shipped weights of a reference model"
     )
-    e.add_argument("--dataset", default="fashion-mnist")
+    e.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
+    e.add_argument(
+        "--weights",
+        default=None,
+        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
+    )
+    e.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes for images on disk (default: cores - 1, at most 8)",
+    )
+    e.add_argument(
+        "--crop-ratio",
+        type=float,
+        default=None,
+        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
+    )
     e.add_argument("--policy", default="w8a8", help="wXaY or a policy .json")
     e.add_argument(
         "--mode", choices=("linear", "kmeans"), default=None, help="default: the policy's"
@@ -438,7 +533,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
     f.add_argument("--checkpoint", default=None)
-    f.add_argument("--dataset", default="fashion-mnist")
+    f.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
+    f.add_argument(
+        "--weights",
+        default=None,
+        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
+    )
+    f.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes for images on disk (default: cores - 1, at most 8)",
+    )
+    f.add_argument(
+        "--crop-ratio",
+        type=float,
+        default=None,
+        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
+    )
     f.add_argument("--epochs", type=float, default=1.0)
     f.add_argument("--lr", type=float, default=0.01, help="initial lr of the cosine schedule")
     f.add_argument("--batch-size", type=int, default=128)
@@ -453,6 +565,57 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
     f.set_defaults(func=cmd_finetune)
 
+    i = sub.add_parser(
+        "import",
+        help="make a haq checkpoint from a state dict file (torchvision, timm or your own training)",
+        description="Loads --weights into --model strictly, measures the full-precision accuracy "
+        "on the dataset's test split and writes a checkpoint that records the input shape, the "
+        "normalisation and the classes; then use --checkpoint OUT everywhere. Nothing is downloaded.",
+    )
+    i.add_argument(
+        "--model",
+        required=True,
+        help="registry name, module:function, file.py:function or a torchvision name",
+    )
+    i.add_argument(
+        "--weights",
+        required=True,
+        help="state dict file: .pt, .pth, .safetensors, or a training checkpoint holding one",
+    )
+    i.add_argument(
+        "--dataset",
+        required=True,
+        help="a built-in name or imagefolder:DIR (its test split is scored)",
+    )
+    i.add_argument("--out", required=True, help="the haq checkpoint to write (.pt)")
+    i.add_argument(
+        "--input-shape",
+        default=None,
+        help="C,H,W (default: the model's, 3,224,224 for ImageNet models)",
+    )
+    i.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="JSON options of the model factory, e.g. '{\"num_classes\": 10}'",
+    )
+    i.add_argument(
+        "--mean",
+        default=None,
+        help="per-channel pixel mean in [0, 1] (default: ImageNet's 0.485,0.456,0.406)",
+    )
+    i.add_argument(
+        "--std", default=None, help="per-channel pixel std (default: ImageNet's 0.229,0.224,0.225)"
+    )
+    i.add_argument(
+        "--crop-ratio",
+        type=float,
+        default=None,
+        help="evaluation crop: resize the shorter side to H / ratio, crop the centre (default 0.875)",
+    )
+    i.add_argument("--workers", type=int, default=None, help="loader processes for images on disk")
+    i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    i.set_defaults(func=cmd_import)
+
     r = sub.add_parser("report", help="HTML + PNG report of one or more search runs")
     r.add_argument("runs", nargs="+", help="run directories (several: side by side)")
     r.add_argument("--out", default="report", help="output directory (default ./report)")
@@ -465,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--policy", default=None, help="a policy .json (with --checkpoint)")
     x.add_argument("--checkpoint", default=None, help="pretrained or 'haq finetune' checkpoint")
     x.add_argument("--model", default=None, help="model spec (default: the checkpoint's)")
+    x.add_argument(
+        "--weights",
+        default=None,
+        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
+    )
     x.add_argument(
         "--dataset", default="fashion-mnist", help="calibration data for a pretrained checkpoint"
     )

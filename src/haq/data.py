@@ -7,6 +7,12 @@ Built-in names:
   ``dataset-fashion-mnist`` package installs them. Nothing is downloaded.
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; a fixed 1,497/300 train/test
   split), for tiny tests.
+- ``imagefolder:DIR``: images streamed from disk (:mod:`haq.imagefolder`), preprocessed as
+  the model's checkpoint says.
+
+The built-in ones are held in memory as tensors (:class:`TensorData`, the fast path); a
+dataset on disk is a :class:`~haq.imagefolder.FolderData`. Both have ``len``, ``subset``,
+``view``, ``input_shape`` and ``num_classes``, and :func:`make_loader` batches either.
 
 The search never touches the test split: :func:`search_split` carves a fixed-seed finetune
 subset and a disjoint held-out subset out of the *training* set, as the paper does.
@@ -25,6 +31,7 @@ import torch
 from torch import Tensor
 
 from haq.errors import HaqError
+from haq.imagefolder import FolderData, Preprocess, SeededSampler, load_imagefolder
 
 _IDX_FILES = {
     True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -57,6 +64,13 @@ class TensorData:
 
     def subset(self, indices: Tensor) -> TensorData:
         return TensorData(self.images[indices], self.labels[indices], self.num_classes)
+
+    def view(self, train: bool) -> TensorData:
+        """The same data (in-memory images get their augmentation in the training loop)."""
+        return self
+
+
+Data = TensorData | FolderData
 
 
 class TensorLoader:
@@ -145,23 +159,70 @@ def list_datasets() -> list[str]:
     return ["digits", "fashion-mnist", "mnist"]
 
 
-def load_dataset(name: str, train: bool = True) -> TensorData:
-    """Load a built-in dataset fully into memory (``train=False`` gives the test split)."""
+def load_dataset(name: str, train: bool = True, preprocess: Preprocess | None = None) -> Data:
+    """The training split (``train=False``: the test split) of a dataset: a built-in one
+    loaded into memory, or ``imagefolder:DIR`` streamed from disk with ``preprocess`` (the
+    model's input shape and normalisation, see :func:`haq.checkpoint.preprocess_for`)."""
     if name in _NORMALISATION:
         return _load_idx(name, train)
     if name == "digits":
         return _load_digits(train)
     if name.startswith("imagefolder:"):
-        raise HaqError(
-            "imagefolder datasets from disk are not supported yet; load the images into a "
-            "haq.data.TensorData and use the Python API"
-        )
-    raise HaqError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+        if preprocess is None:
+            raise HaqError("an imagefolder dataset needs the model's preprocessing")
+        return load_imagefolder(name.split(":", 1)[1], preprocess, train)
+    raise HaqError(
+        f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}, imagefolder:DIR"
+    )
+
+
+def builtin_normalisation(name: str) -> tuple[float, float] | None:
+    """(mean, std) of a built-in dataset's pixels, for images of it saved to disk."""
+    return _NORMALISATION.get(name)
+
+
+def default_workers() -> int:
+    """Loader processes for data on disk: one core fewer than the machine has, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def make_loader(
+    data: Data,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    workers: int | None = None,
+    pin_memory: bool = False,
+) -> TensorLoader | torch.utils.data.DataLoader:
+    """Batches of ``data``: slices of an in-memory dataset, or a DataLoader with ``workers``
+    processes (default :func:`default_workers`) decoding images from disk. Seeded: the same
+    call gives the same batches."""
+    if isinstance(data, TensorData):
+        return TensorLoader(data, batch_size, shuffle=shuffle, seed=seed)
+    if len(data) == 0:
+        raise HaqError("the dataset is empty")
+    n_workers = default_workers() if workers is None else workers
+    return torch.utils.data.DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=SeededSampler(len(data), shuffle, seed, seeds=data.train),
+        num_workers=n_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if n_workers else None,
+    )
+
+
+def first_images(data: Data, n: int) -> Tensor:
+    """The first ``n`` images of ``data`` (evaluation crop) as one tensor."""
+    if isinstance(data, TensorData):
+        return data.images[:n]
+    batches = make_loader(data.view(False).subset(np.arange(min(n, len(data)))), 256, workers=0)
+    return torch.cat([x for x, _ in batches])
 
 
 def search_split(
-    data: TensorData, finetune_size: int, heldout_size: int, seed: int = 0, check_size: int = 0
-) -> tuple[TensorData, TensorData, TensorData | None]:
+    data: Data, finetune_size: int, heldout_size: int, seed: int = 0, check_size: int = 0
+) -> tuple[Data, Data, Data | None]:
     """Disjoint fixed-seed (finetune, held-out, check) subsets of a training set, as in the
     paper, plus a check subset the search never scores (None when ``check_size`` is 0) to
     re-evaluate its best policy on unseen images."""
@@ -178,7 +239,7 @@ def search_split(
     finetune = order[heldout_size : heldout_size + finetune_size]
     check = order[heldout_size + finetune_size : heldout_size + finetune_size + check_size]
     return (
-        data.subset(finetune),
-        data.subset(heldout),
-        data.subset(check) if check_size else None,
+        data.view(True).subset(finetune),
+        data.view(False).subset(heldout),
+        data.view(False).subset(check) if check_size else None,
     )

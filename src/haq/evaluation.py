@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from haq.data import TensorData, TensorLoader
+from haq.data import Data, make_loader
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -24,8 +24,8 @@ class EvalSetup:
 
     model: nn.Module
     calibration: Calibration
-    finetune_data: TensorData
-    eval_data: TensorData
+    finetune_data: Data
+    eval_data: Data
     finetune_steps: int = 0
     lr: float = 1e-3
     batch_size: int = 128
@@ -34,22 +34,29 @@ class EvalSetup:
     per_channel: bool = False
     weight_clip: str = "kl"
     device: str | None = None
+    workers: int | None = None  # loader processes for data on disk (None: default_workers)
+
+    def loader(self, data: Data, batch_size: int, shuffle: bool = False) -> object:
+        """Seeded batches of ``data`` (pinned memory on CUDA)."""
+        cuda = self.device is not None and str(self.device).startswith("cuda")
+        return make_loader(data, batch_size, shuffle, self.seed, self.workers, pin_memory=cuda)
 
     @classmethod
     def build(
         cls,
         model: nn.Module,
-        finetune_data: TensorData,
-        eval_data: TensorData,
+        finetune_data: Data,
+        eval_data: Data,
         calib_batches: int = 2,
         calib_batch_size: int = 256,
         **kwargs: object,
     ) -> EvalSetup:
-        """Calibrate on the first batches of ``finetune_data`` (training images only)."""
+        """Calibrate on the first batches of ``finetune_data`` (training images only, with the
+        evaluation crop)."""
         model.eval()
-        calib = Calibration(
-            model, TensorLoader(finetune_data, calib_batch_size), batches=calib_batches
-        )
+        workers = kwargs.get("workers")
+        batches = make_loader(finetune_data.view(False), calib_batch_size, workers=workers)  # type: ignore[arg-type]
+        calib = Calibration(model, batches, batches=calib_batches)
         return cls(model, calib, finetune_data, eval_data, **kwargs)  # type: ignore[arg-type]
 
 
@@ -76,11 +83,11 @@ def evaluate_policy(
     )
     t1 = time.perf_counter()
     if setup.finetune_steps > 0:
-        loader = TensorLoader(setup.finetune_data, setup.batch_size, shuffle=True, seed=setup.seed)
+        loader = setup.loader(setup.finetune_data, setup.batch_size, shuffle=True)
         finetune(
             q, loader, steps=setup.finetune_steps, lr=setup.lr, seed=setup.seed, device=setup.device
         )
     t2 = time.perf_counter()
-    acc = evaluate(q, TensorLoader(setup.eval_data, setup.eval_batch_size), device=setup.device)
+    acc = evaluate(q, setup.loader(setup.eval_data, setup.eval_batch_size), device=setup.device)
     t3 = time.perf_counter()
     return EvalResult(acc, t1 - t0, t2 - t1, t3 - t2), (q if return_model else None)

@@ -28,6 +28,20 @@ def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
     return out
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary name, then rename (one-line error on failure)."""
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
+    return out
+
+
 def load_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
     """The dict saved at ``path`` if its ``format`` is ``fmt``; else a HaqError naming ``what``
     the file should have been."""

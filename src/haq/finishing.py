@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from haq.checkpoint import builtin_checkpoint, load_checkpoint
-from haq.data import TensorLoader, load_dataset
-from haq.errors import HaqError
+from haq.checkpoint import builtin_checkpoint, preprocess_for, resolve_model
+from haq.data import Data, load_dataset, make_loader
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, save_quantized
-from haq.train import evaluate, finetune
+from haq.train import evaluate, finetune, pick_device
 
 
 def final_finetune(
@@ -31,6 +30,9 @@ def final_finetune(
     per_channel: bool = False,
     weight_clip: str = "kl",
     calib_batches: int = 2,
+    weights: str | None = None,
+    workers: int | None = None,
+    crop_ratio: float | None = None,
 ) -> dict[str, Any]:
     """Quantize the pretrained model with ``policy``, finetune on the whole training set
     (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
@@ -40,27 +42,31 @@ def final_finetune(
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, and what is needed to rebuild it (``load_quantized``).
     """
-    ckpt = checkpoint or builtin_checkpoint(model_spec)
-    if ckpt is None:
-        raise HaqError(f"model {model_spec!r} has no shipped weights: give --checkpoint")
-    model, meta = load_checkpoint(ckpt, model_spec)
-    train = load_dataset(dataset, train=True)
-    test = load_dataset(dataset, train=False)
-    calib = Calibration(model, TensorLoader(train, 256), batches=calib_batches)
+    model, meta = resolve_model(model_spec, checkpoint, weights)
+    device = str(pick_device(device))
+    prep = preprocess_for(meta, crop_ratio)
+    train = load_dataset(dataset, train=True, preprocess=prep)
+    test = load_dataset(dataset, train=False, preprocess=prep)
+    cuda = device.startswith("cuda")
+
+    def batches(data: Data, size: int, shuffle: bool = False) -> Any:
+        return make_loader(data, size, shuffle, seed, workers, pin_memory=cuda)
+
+    calib = Calibration(model, batches(train, 256), batches=calib_batches)
     policy.check_layers(calib.layer_names)
-    fp = evaluate(model, TensorLoader(test, 512), device=device)
+    fp = evaluate(model, batches(test, 512), device=device)
     q = quantize(model, policy, calibration=calib, per_channel=per_channel, weight_clip=weight_clip)
-    before = evaluate(q, TensorLoader(test, 512), device=device)
+    before = evaluate(q, batches(test, 512), device=device)
     finetune(
         q,
-        TensorLoader(train, batch_size, shuffle=True, seed=seed),
+        batches(train.view(True), batch_size, shuffle=True),
         epochs=epochs,
         lr=lr,
         seed=seed,
         device=device,
         progress=progress,
     )
-    after = evaluate(q, TensorLoader(test, 512), device=device)
+    after = evaluate(q, batches(test, 512), device=device)
     result = {
         "fp_test_top1": fp.top1,
         "quantized_test_top1_before_finetune": before.top1,
@@ -80,7 +86,8 @@ def final_finetune(
     }
     info = {
         "model": model_spec,
-        "checkpoint": str(ckpt),
+        "checkpoint": str(checkpoint or builtin_checkpoint(model_spec) or ""),
+        "weights": weights,
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),
         "dataset": dataset,

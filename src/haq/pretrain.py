@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from haq.checkpoint import CheckpointMeta, save_checkpoint
-from haq.data import TensorLoader, load_dataset
+from haq.checkpoint import CheckpointMeta, preprocess_for, save_checkpoint
+from haq.data import TensorData, load_dataset, make_loader
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, finetune, pick_device
 
@@ -28,13 +28,16 @@ def pretrain(
 
     ``augment``: random shifts of up to 2 pixels, plus horizontal flips for Fashion-MNIST only
     (clothes are mirror-symmetric, digits are not)."""
-    torch.manual_seed(seed)
-    train = load_dataset(dataset, train=True)
-    test = load_dataset(dataset, train=False)
-    model = load_model_spec(model_spec)
+    shape = default_input_shape(model_spec)
+    prep = preprocess_for(CheckpointMeta(model_spec, shape, dataset))
+    train = load_dataset(dataset, train=True, preprocess=prep)
+    test = load_dataset(dataset, train=False, preprocess=prep)
+    with torch.random.fork_rng():  # seeded initialisation; the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = load_model_spec(model_spec)
     dev = pick_device(device)
     model.to(dev)
-    loader = TensorLoader(train, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(train.view(True), batch_size, shuffle=True, seed=seed)
     finetune(
         model,
         loader,
@@ -43,16 +46,17 @@ def pretrain(
         weight_decay=weight_decay,
         device=dev,
         seed=seed,
-        augment=augment,
+        augment=augment and isinstance(train, TensorData),  # on disk: random crops
         flip=dataset == "fashion-mnist",
         label_smoothing=0.1,
         progress=True,
     )
-    acc = evaluate(model, TensorLoader(test, 512), progress=True)
+    acc = evaluate(model, make_loader(test, 512), progress=True)
     meta = CheckpointMeta(
         model=model_spec,
-        input_shape=train.input_shape or default_input_shape(model_spec),
+        input_shape=train.input_shape,
         dataset=dataset,
+        preprocess=prep.to_dict() if dataset.startswith("imagefolder:") else {},
         accuracy={"top1": acc.top1, "top5": acc.top5},
         extra={"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed},
     )

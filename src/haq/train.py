@@ -134,8 +134,42 @@ def finetune(
         steps = max(1, round(float(epochs or 0) * per_epoch))
     if steps <= 0:
         return model
-    if seed is not None:
-        torch.manual_seed(seed)
+    with torch.random.fork_rng():  # dropout draws seeded; the caller's RNGs untouched
+        if seed is not None:
+            torch.manual_seed(seed)
+        _train(
+            model,
+            loader,
+            steps,
+            lr,
+            momentum,
+            weight_decay,
+            schedule,
+            device,
+            seed,
+            augment,
+            flip,
+            label_smoothing,
+            progress,
+        )
+    return model
+
+
+def _train(
+    model: nn.Module,
+    loader: Batches,
+    steps: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    schedule: str,
+    device: str | torch.device | None,
+    seed: int | None,
+    augment: bool,
+    flip: bool,
+    label_smoothing: float,
+    progress: bool | None,
+) -> None:
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     dev = pick_device(device) if device is not None else _model_device(model)
     model.to(dev).train()
@@ -165,4 +199,3 @@ def finetune(
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     model.eval()
-    return model

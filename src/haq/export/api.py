@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from haq.checkpoint import builtin_checkpoint, load_checkpoint, read_checkpoint
-from haq.data import TensorLoader, load_dataset
+from haq.checkpoint import builtin_checkpoint, preprocess_for, read_checkpoint, resolve_model
+from haq.data import load_dataset, make_loader
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
@@ -29,6 +29,7 @@ def load_for_export(
     checkpoint: str | None = None,
     model: str | None = None,
     dataset: str = "fashion-mnist",
+    weights: str | None = None,
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
     """(quantized model, policy, info, where it came from).
 
@@ -49,12 +50,13 @@ def load_for_export(
             cfg.get("checkpoint"),
             cfg["model"],
             cfg["dataset"],
+            cfg.get("weights"),
         )
     if checkpoint is not None and _is_quantized(checkpoint):
         return _from_quantized(Path(checkpoint), policy_path)
     if policy_path is None:
         raise HaqError("give --run DIR, or --policy FILE with --checkpoint CKPT")
-    return _from_pretrained(policy_path, checkpoint, model, dataset)
+    return _from_pretrained(policy_path, checkpoint, model, dataset, weights)
 
 
 def _is_quantized(path: str) -> bool:
@@ -73,16 +75,25 @@ def _from_quantized(
 
 
 def _from_pretrained(
-    policy_path: str | Path, checkpoint: str | None, model: str | None, dataset: str
+    policy_path: str | Path,
+    checkpoint: str | None,
+    model: str | None,
+    dataset: str,
+    weights: str | None = None,
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
-    ckpt = checkpoint or (builtin_checkpoint(model) if model else None)
-    if ckpt is None:
-        raise HaqError("give --checkpoint (a pretrained or a 'haq finetune' checkpoint)")
-    meta, _ = read_checkpoint(ckpt)
-    net, meta = load_checkpoint(ckpt, model or meta.model)
+    if checkpoint is None and weights is None and (model is None or not builtin_checkpoint(model)):
+        raise HaqError(
+            "give --checkpoint (a pretrained or a 'haq finetune' checkpoint) or --model with --weights"
+        )
+    if model is None:
+        model = read_checkpoint(checkpoint)[0].model if checkpoint else None
+    if model is None:
+        raise HaqError("--weights needs --model (the architecture the weights belong to)")
+    net, meta = resolve_model(model, checkpoint, weights)
+    ckpt = checkpoint or weights or builtin_checkpoint(model)
     policy = Policy.load(policy_path)
-    train = load_dataset(dataset, train=True)
-    calib = Calibration(net, TensorLoader(train, 256), batches=2)
+    train = load_dataset(dataset, train=True, preprocess=preprocess_for(meta))
+    calib = Calibration(net, make_loader(train, 256), batches=2)
     policy.check_layers(calib.layer_names)
     q = quantize(net, policy, calibration=calib).eval()
     info = {

@@ -14,7 +14,7 @@ from haq.errors import HaqError
 from haq.hardware import load_hardware
 from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
-from haq.models import load_model_spec
+from haq.models import default_input_shape, load_model_spec
 from haq.search.runner import read_episodes
 
 
@@ -55,10 +55,14 @@ def load_run(path: str | Path) -> RunData:
         json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
     )
     ckpt = config.get("checkpoint") or builtin_checkpoint(config["model"])
-    if ckpt is None:
+    if ckpt is not None:
+        meta, _ = read_checkpoint(ckpt)
+        kwargs, shape = meta.model_kwargs, tuple(meta.input_shape)
+    elif config.get("weights"):  # a state dict: the registry's input shape, no options
+        kwargs, shape = {}, default_input_shape(config["model"])
+    else:
         raise HaqError(f"{p}: cannot find the checkpoint of model {config['model']!r}")
-    meta, _ = read_checkpoint(ckpt)
-    model = load_model_spec(config["model"], **meta.model_kwargs)
-    layers = extract_layers(model, tuple(meta.input_shape))
+    model = load_model_spec(config["model"], **kwargs)
+    layers = extract_layers(model, shape)
     table = cost_table(layers, load_hardware(config["hardware"], config.get("batch")))
     return RunData(p.name, p, config, episodes, summary, table)

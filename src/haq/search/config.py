@@ -15,6 +15,10 @@ from haq.errors import HaqError
 from haq.options import opt
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
+PROTOCOLS = ("fast", "paper")
+# --protocol paper: the reference code's per-episode evaluation (docs/search.md); the
+# finetune steps become one epoch of the finetune subset unless given
+PAPER_PROTOCOL = {"finetune_size": 20_000, "heldout_size": 10_000, "lr": 1e-3}
 STRATEGIES = ("auto", "haq", "random", "uniform", "ilp", "greedy")
 # policies evaluated when --episodes is not given: the planners need few evaluations
 DEFAULT_EPISODES = {"haq": 60, "random": 60, "ilp": 5, "greedy": 1, "uniform": 1}
@@ -43,7 +47,22 @@ class SearchConfig:
     checkpoint: str | None = opt(
         None, "haq checkpoint of the model (default: its shipped weights)", show_default=False
     )
-    dataset: str = opt("fashion-mnist", "dataset")
+    weights: str | None = opt(
+        None,
+        "state dict file of the model (.pt, .pth, .safetensors), instead of --checkpoint; "
+        "better: 'haq import' it once into a checkpoint",
+        show_default=False,
+    )
+    dataset: str = opt(
+        "fashion-mnist", "dataset: fashion-mnist, mnist, digits or imagefolder:DIR (from disk)"
+    )
+    protocol: str = opt(
+        "fast",
+        "per-episode evaluation preset: fast (the CPU default below) or paper (one finetune "
+        "epoch over 20,000 training images at lr 1e-3, reward on 10,000 held-out images); "
+        "flags given with it override single values",
+        choices=PROTOCOLS,
+    )
     hardware: str = opt("bismo-edge", "hardware preset or .toml file")
     batch: int | None = opt(None, "hardware batch (default: the preset's)", show_default=False)
     budgets: dict[str, str] = opt(
@@ -90,6 +109,22 @@ class SearchConfig:
     per_channel: bool = opt(False, "per-output-channel weight clips")
     weight_clip: str = opt("kl", "weight clip method", choices=("kl", "mse", "max"))
     seed: int = opt(0, "seed of the data split and the per-episode finetune")
+    workers: int | None = opt(
+        None,
+        "loader processes for images on disk (default: cores - 1, at most 8)",
+        show_default=False,
+    )
+    crop_ratio: float | None = opt(
+        None,
+        "images on disk, evaluation: resize the shorter side to H / ratio, crop the centre "
+        "(default: the checkpoint's; 0.875 for ImageNet-style models)",
+        show_default=False,
+    )
+    min_crop_scale: float | None = opt(
+        None,
+        "images on disk, finetuning: smallest area share of the random crop (default 0.08)",
+        show_default=False,
+    )
     device: str | None = opt(
         None, "cpu, cuda, cuda:1 (default: CUDA if available)", show_default=False
     )
@@ -98,6 +133,10 @@ class SearchConfig:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise HaqError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.protocol not in PROTOCOLS:
+            raise HaqError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.checkpoint and self.weights:
+            raise HaqError("give --checkpoint or --weights, not both")
         if self.mode not in ("linear", "kmeans"):
             raise HaqError(f"unknown mode {self.mode!r}; valid: linear, kmeans")
         if not 1 <= self.min_bit <= self.max_bit <= 8:
@@ -120,6 +159,7 @@ class SearchConfig:
             "calib_batches": 1,
             "sensitivity_images": 1,
             "batch": 1,
+            "workers": 0,
         }
         values = asdict(self) | {"warmup": self.ddpg.warmup_episodes}
         for name, low in minimum.items():
@@ -149,6 +189,14 @@ class SearchConfig:
         if unknown:
             raise HaqError(f"unknown search options: {', '.join(sorted(unknown))}")
         data = self.to_dict()
+        if overrides.get("protocol") == "paper":
+            data.update(PAPER_PROTOCOL)
+            if "finetune_steps" not in overrides:
+                size = overrides.get("finetune_size", PAPER_PROTOCOL["finetune_size"])
+                data["finetune_steps"] = -(-size // overrides.get("batch_size", data["batch_size"]))
+        elif overrides.get("protocol") == "fast":
+            fast = SearchConfig()
+            data.update({k: getattr(fast, k) for k in (*PAPER_PROTOCOL, "finetune_steps")})
         for key, value in overrides.items():
             if key == "ddpg":
                 value = asdict(value) if isinstance(value, DDPGConfig) else value

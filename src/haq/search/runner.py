@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from haq.checkpoint import builtin_checkpoint, load_checkpoint
-from haq.data import TensorData, TensorLoader, load_dataset, search_split
+from haq.checkpoint import preprocess_for, resolve_model
+from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
 from haq.fileio import save_payload
@@ -42,7 +42,7 @@ from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
 from haq.search.planners import plan_greedy, plan_ilp
 from haq.search.sensitivity import Sensitivity, measure_sensitivity
-from haq.train import evaluate
+from haq.train import evaluate, pick_device
 
 STATE_FORMAT = "haq-search-state-3"
 PLANNERS = ("ilp", "greedy")  # strategies that plan on measured sensitivities
@@ -60,7 +60,7 @@ class SearchContext:
     pinned_a: np.ndarray
     fp_accuracy: float
     metrics: list[str]
-    check_data: TensorData | None = None  # images no episode is scored on
+    check_data: Data | None = None  # images no episode is scored on
 
     @property
     def names(self) -> list[str]:
@@ -103,12 +103,8 @@ def build_context(cfg: SearchConfig) -> SearchContext:
             raise HaqError(
                 f"hardware {hw.name!r} has no energy model; use --latency or another hardware"
             )
-    ckpt = cfg.checkpoint or builtin_checkpoint(cfg.model)
-    if ckpt is None:
-        raise HaqError(
-            f"model {cfg.model!r} has no shipped weights: give --checkpoint (see 'haq pretrain')"
-        )
-    model, meta = load_checkpoint(ckpt, cfg.model)
+    model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
+    device = str(pick_device(cfg.device))
     # everything that can be refused without data comes first: budgets, pins, feasibility
     layers = extract_layers(model, tuple(meta.input_shape))
     table = cost_table(layers, hw, {"model": cfg.model, "input_shape": list(meta.input_shape)})
@@ -116,7 +112,8 @@ def build_context(cfg: SearchConfig) -> SearchContext:
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
     check_feasible(table, budgets, cfg.min_bit, pw, pa)
-    train = load_dataset(cfg.dataset, train=True)
+    prep = preprocess_for(meta, cfg.crop_ratio, cfg.min_crop_scale)
+    train = load_dataset(cfg.dataset, train=True, preprocess=prep)
     if train.input_shape != tuple(meta.input_shape):
         raise HaqError(
             f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
@@ -135,10 +132,11 @@ def build_context(cfg: SearchConfig) -> SearchContext:
         seed=cfg.seed,
         per_channel=cfg.per_channel,
         weight_clip=cfg.weight_clip,
-        device=cfg.device,
+        device=device,
+        workers=cfg.workers,
     )
-    held_out = TensorLoader(setup.eval_data, setup.eval_batch_size)
-    fp = evaluate(model, held_out, device=cfg.device).top1
+    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
+    fp = evaluate(model, held_out, device=device).top1
     metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
     return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics, check)
 

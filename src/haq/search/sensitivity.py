@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from haq.data import first_images
 from haq.evaluation import EvalSetup
 from haq.quant.api import quant_layer, set_layer
 from haq.train import pick_device
@@ -89,7 +90,7 @@ def measure_sensitivity(
     model, calib = setup.model, setup.calibration
     dev = pick_device(setup.device)
     model.to(dev).eval()
-    x = setup.finetune_data.images[:images].to(dev)
+    x = first_images(setup.finetune_data, images).to(dev)
     log_p = F.log_softmax(model(x).float(), dim=1)
     p = log_p.exp()
     names = calib.layer_names

@@ -1,0 +1,244 @@
+"""Image datasets streamed from disk: ``--dataset imagefolder:DIR`` in the ImageNet layout.
+
+``DIR/train/<class>/<image>`` is the training split (the search's finetune, held-out and check
+subsets are index subsets of it) and ``DIR/val/<class>/<image>`` the test split. Without
+``val/`` the test split is a fixed 10 % of the training images (seed 0), which the training
+split then no longer contains. ``DIR/<class>/<image>`` without ``train/`` is read as the
+training images. Classes are the sorted folder names, as torchvision's ImageFolder numbers
+them; ``val/`` must hold no class that ``train/`` lacks.
+
+Nothing is loaded up front but the file list: images are decoded in the
+:class:`torch.utils.data.DataLoader`'s worker processes, batch by batch, with Pillow.
+Preprocessing follows the model's checkpoint (:class:`Preprocess`): evaluation resizes the
+shorter side to ``H / crop_ratio`` and crops the centre ``H x W``; training takes a random
+crop of ``min_crop_scale``..1 of the area at 3/4..4/3 aspect ratio, resized to ``H x W``, and
+mirrors half the images. Grayscale when the model takes one channel. Random choices come from
+a seed the sampler hands to each image, so a batch is the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from haq.errors import HaqError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TEST_SHARE = 0.1  # of the training images, when there is no val/
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become model inputs: shape (C, H, W), per-channel mean and std of pixels in
+    [0, 1], the evaluation crop ratio and the training crop's smallest area share."""
+
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_ratio: float = 0.875
+    min_crop_scale: float = 0.08
+
+    def __post_init__(self) -> None:
+        c = self.input_shape[0]
+        if c not in (1, 3):
+            raise HaqError(f"images from disk need a model with 1 or 3 input channels, not {c}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if len(v) not in (1, c):
+                raise HaqError(
+                    f"normalisation {name} {v} has {len(v)} values; the model has {c} channels"
+                )
+        if min(self.std) <= 0:
+            raise HaqError(f"normalisation std {self.std} must be positive")
+        if not 0 < self.crop_ratio <= 1:
+            raise HaqError(f"crop ratio {self.crop_ratio} must be in (0, 1]")
+        if not 0 < self.min_crop_scale <= 1:
+            raise HaqError(f"smallest crop scale {self.min_crop_scale} must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "crop_ratio": self.crop_ratio,
+            "min_crop_scale": self.min_crop_scale,
+        }
+
+    def __call__(self, img, rng: np.random.Generator | None) -> Tensor:  # type: ignore[no-untyped-def]
+        """A PIL image to a normalised (C, H, W) tensor; ``rng`` given: the training crop."""
+        from PIL import Image
+
+        c, h, w = self.input_shape
+        img = img.convert("L" if c == 1 else "RGB")
+        if rng is None:
+            img = _resize_short(img, round(min(h, w) / self.crop_ratio))
+            left, top = (img.width - w) // 2, (img.height - h) // 2
+            img = img.crop((left, top, left + w, top + h))
+        else:
+            box = _random_crop_box(img.width, img.height, self.min_crop_scale, rng)
+            img = img.resize((w, h), Image.Resampling.BILINEAR, box=box)
+            if rng.random() < 0.5:
+                img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 255.0
+        x = x.unsqueeze(0) if c == 1 else x.permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+
+def _resize_short(img, short: int):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    if min(img.width, img.height) == short:
+        return img
+    scale = short / min(img.width, img.height)
+    size = (max(short, round(img.width * scale)), max(short, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.BILINEAR)
+
+
+def _random_crop_box(
+    width: int, height: int, min_scale: float, rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """A random crop of ``min_scale``..1 of the area at aspect 3/4..4/3 (ten tries, then the
+    central crop at the nearest allowed aspect), as (left, top, right, bottom)."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(min_scale, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = math.sqrt(target * aspect)
+        h = math.sqrt(target / aspect)
+        if w <= width and h <= height:
+            left = rng.uniform(0, width - w)
+            top = rng.uniform(0, height - h)
+            return (left, top, left + w, top + h)
+    aspect = min(max(width / height, 3 / 4), 4 / 3)
+    w, h = (width, width / aspect) if width / height < aspect else (height * aspect, height)
+    w, h = min(w, width), min(h, height)
+    return ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
+
+
+class FolderData(Dataset):
+    """Image files with labels; ``train`` selects the training crop. Items are
+    ``(image, label)``; the sampler hands ``(index, seed)`` pairs for training crops."""
+
+    def __init__(
+        self,
+        files: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str],
+        preprocess: Preprocess,
+        train: bool = False,
+    ) -> None:
+        self.files, self.labels, self.classes = files, labels, classes
+        self.preprocess, self.train = preprocess, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.preprocess.input_shape
+
+    def subset(self, indices: Tensor | np.ndarray) -> FolderData:
+        idx = np.asarray(indices, dtype=np.int64)
+        return FolderData(
+            self.files[idx], self.labels[idx], self.classes, self.preprocess, self.train
+        )
+
+    def view(self, train: bool) -> FolderData:
+        """The same images with the training (random) or evaluation (centre) crop."""
+        return FolderData(self.files, self.labels, self.classes, self.preprocess, train)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        rng = np.random.default_rng(seed) if self.train and seed is not None else None
+        if self.train and rng is None:
+            rng = np.random.default_rng(index)
+        path = str(self.files[index])
+        try:
+            with Image.open(path) as img:
+                x = self.preprocess(img, rng)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise HaqError(f"cannot read image {path}: {err}") from err
+        return x, int(self.labels[index])
+
+
+class SeededSampler(Sampler):
+    """Indices in order, or (``shuffle``) in a seeded random order that changes with every
+    pass; with ``seeds`` each index comes with its own seed for the random crop. Two samplers
+    with the same seed give the same passes, whatever the number of loader workers."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int, seeds: bool) -> None:
+        self.n, self.shuffle, self.seed, self.seeds = n, shuffle, seed, seeds
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
+        self.passes += 1
+        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        if not self.seeds:
+            yield from order.tolist()
+            return
+        draws = torch.randint(0, 2**62, (self.n,), generator=gen)
+        yield from zip(order.tolist(), draws.tolist(), strict=True)
+
+
+def _scan(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """Sorted class folders and (file, class index) pairs of an ImageFolder directory."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise HaqError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    files: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(os.path.join(dirpath, f))
+                    labels.append(label)
+    if not files:
+        raise HaqError(
+            f"{root} has class folders but no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return classes, files, labels
+
+
+def load_imagefolder(root: str | Path, preprocess: Preprocess, train: bool) -> FolderData:
+    """The training (``train``) or test split of an ImageFolder directory (module docstring)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise HaqError(f"image folder {str(root)!r} not found")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    classes, files, labels = _scan(train_dir)
+    data = FolderData(np.array(files), np.array(labels, dtype=np.int64), classes, preprocess)
+    if (root / "val").is_dir():
+        if train:
+            return data
+        val_classes, vfiles, vlabels = _scan(root / "val")
+        unknown = sorted(set(val_classes) - set(classes))
+        if unknown:
+            raise HaqError(f"{root}/val has classes that train/ lacks: {', '.join(unknown[:5])}")
+        remap = np.array([classes.index(c) for c in val_classes], dtype=np.int64)
+        return FolderData(np.array(vfiles), remap[np.array(vlabels)], classes, preprocess)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).numpy()
+    n_test = max(1, round(TEST_SHARE * len(data)))
+    return data.subset(np.sort(order[n_test:] if train else order[:n_test]))
