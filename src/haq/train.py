@@ -23,7 +23,10 @@ Batches = Iterable[tuple[Tensor, Tensor]]
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else CUDA when available, else CPU."""
     if device is not None:
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError as err:
+            raise HaqError(f"unknown device {str(device)!r}; use cpu, cuda or cuda:N") from err
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise HaqError(f"device {device!r} requested but CUDA is not available")
         return dev

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ def _read(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+            raise HaqError(
+                f"cannot read weights file {path}: not a torch or safetensors file"
+            ) from err
+        what = next((ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln), "")
         raise HaqError(
-            f"{path} holds Python objects besides tensors ({first}); save the weights alone "
-            "with torch.save(model.state_dict(), PATH)"
+            f"{path} holds Python objects besides tensors{f' ({what})' if what else ''}; save "
+            "the weights alone with torch.save(model.state_dict(), PATH)"
         ) from err
     except (OSError, RuntimeError, EOFError, ValueError) as err:
         raise HaqError(f"cannot read weights file {path}: {str(err).splitlines()[0]}") from err

@@ -1,0 +1,291 @@
+"""The real job (issue 10): images from disk, pretrained weights from a file, the device
+decided once, the paper's protocol, clean machine-readable output.
+
+The image folder is real Fashion-MNIST written out as PNG files: the 10,000 test images
+under ``val/<class>/`` and 1,200 training images under ``train/<class>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from haq.checkpoint import builtin_checkpoint, load_checkpoint, read_checkpoint
+from haq.cli import main
+from haq.data import first_images, load_dataset, make_loader
+from haq.errors import HaqError
+from haq.imagefolder import FolderData, Preprocess, SeededSampler, load_imagefolder
+from haq.search.config import SearchConfig
+from haq.train import finetune, pick_device
+from haq.weights import load_weights, read_state_dict
+
+FMNIST = dict(mean="0.2860", std="0.3530", crop_ratio="1")
+MODEL = "mobilenet_v2_fmnist"
+
+
+def _write(split: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    pixels = (images[:, 0] * 0.3530 + 0.2860) * 255.0  # undo the normalisation
+    arr = pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+    for i, (img, y) in enumerate(zip(arr, labels.tolist(), strict=True)):
+        d = split / f"class_{y}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, mode="L").save(d / f"{i:05d}.png")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fmnist_png")
+    test = load_dataset("fashion-mnist", train=False)
+    train = load_dataset("fashion-mnist", train=True)
+    _write(root / "val", test.images, test.labels)
+    _write(root / "train", train.images[:1200], train.labels[:1200])
+    return root
+
+
+def _top1(out: str, label: str) -> float:
+    line = next(x for x in out.splitlines() if x.startswith(label))
+    return float(line.split("top-1")[1].split("%")[0])
+
+
+def test_eval_from_disk_matches_in_memory(folder: Path, capsys: pytest.CaptureFixture) -> None:
+    """The acceptance check: the same top-1 from PNG files as from the in-memory tensors."""
+    common = ["eval", "--policy", "w8a8", "--crop-ratio", "1", "--workers", "1"]
+    assert main(common) == 0
+    mem = capsys.readouterr().out
+    assert main([*common, "--dataset", f"imagefolder:{folder}"]) == 0
+    disk = capsys.readouterr().out
+    assert "(10000 images)" in disk and "device cpu" in disk
+    assert abs(_top1(mem, "full precision") - _top1(disk, "full precision")) < 1e-9
+    assert abs(_top1(mem, "w8a8") - _top1(disk, "w8a8")) <= 0.2
+
+
+def test_folder_layout_and_splits(folder: Path, tmp_path: Path) -> None:
+    prep = Preprocess((1, 28, 28), (0.286,), (0.353,), crop_ratio=1.0)
+    train = load_imagefolder(folder, prep, train=True)
+    test = load_imagefolder(folder, prep, train=False)
+    assert (len(train), len(test), train.num_classes) == (1200, 10000, 10)
+    assert train.classes == [f"class_{i}" for i in range(10)]
+    # without val/: a fixed 10 % of the training images is the test split, disjoint from it
+    flat = tmp_path / "flat"
+    (flat / "a").mkdir(parents=True)
+    (flat / "b").mkdir()
+    for i in range(20):
+        Image.new("L", (28, 28), i).save(flat / ("a" if i % 2 else "b") / f"{i}.png")
+    tr, te = load_imagefolder(flat, prep, True), load_imagefolder(flat, prep, False)
+    assert (len(tr), len(te)) == (18, 2) and not set(tr.files) & set(te.files)
+    with pytest.raises(HaqError, match="no class folders"):
+        load_imagefolder(tmp_path / "flat" / "a", prep, True)
+    with pytest.raises(HaqError, match="not found"):
+        load_imagefolder(tmp_path / "nowhere", prep, True)
+
+
+def test_preprocess_crops_and_normalises() -> None:
+    prep = Preprocess((3, 224, 224))
+    img = Image.fromarray(np.full((300, 400, 3), 128, np.uint8))
+    x = prep(img, None)
+    assert x.shape == (3, 224, 224)
+    expected = (128 / 255 - 0.485) / 0.229
+    assert torch.allclose(x[0], torch.full((224, 224), expected), atol=1e-5)
+    grad = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1)), mode="L")
+    gray = Preprocess((1, 64, 64), (0.5,), (0.5,))
+    a = gray(grad, np.random.default_rng(7))
+    b = gray(grad, np.random.default_rng(7))
+    c = gray(grad, np.random.default_rng(8))
+    assert a.shape == (1, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(HaqError, match="crop ratio"):
+        Preprocess((3, 224, 224), crop_ratio=1.5)
+
+
+def test_loader_batches_do_not_depend_on_workers(folder: Path) -> None:
+    prep = Preprocess((1, 28, 28), (0.286,), (0.353,), crop_ratio=1.0)
+    data = load_imagefolder(folder, prep, train=True).view(True).subset(np.arange(96))
+    runs = []
+    for workers in (0, 2):
+        batches = list(make_loader(data, 32, shuffle=True, seed=3, workers=workers))
+        runs.append(torch.cat([x for x, _ in batches]))
+    assert torch.equal(runs[0], runs[1])
+    sampler = SeededSampler(10, True, 0, seeds=False)
+    assert list(sampler) != list(sampler)  # a new order every pass
+    assert first_images(data, 5).shape == (5, 1, 28, 28)
+
+
+def test_search_on_a_folder(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    argv = [
+        "search",
+        "--dataset",
+        f"imagefolder:{folder}",
+        "--strategy",
+        "random",
+        "--episodes",
+        "2",
+        "--min-bit",
+        "6",
+        "--latency",
+        "0.8x",
+        "--finetune-size",
+        "300",
+        "--heldout-size",
+        "300",
+        "--check-size",
+        "100",
+        "--finetune-steps",
+        "2",
+        "--crop-ratio",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-report",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 2
+    assert 80 < summary["best"]["accuracy"] <= 100  # 6-8 bits keep most of the fp 92 %
+    assert "(device: cpu)" in capsys.readouterr().err
+
+
+def _shipped_state() -> dict[str, torch.Tensor]:
+    model, _ = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+    return model.state_dict()
+
+
+def test_import_round_trip(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A training checkpoint with DataParallel prefixes, imported, gives the same outputs."""
+    state = {f"module.{k}": v for k, v in _shipped_state().items()}
+    path = tmp_path / "train_ckpt.pth"
+    torch.save({"epoch": 3, "state_dict": state}, path)
+    ckpt = tmp_path / "imported.pt"
+    argv = ["import", "--model", MODEL, "--weights", str(path)]
+    argv += ["--dataset", f"imagefolder:{folder}", "--out", str(ckpt), "--workers", "1"]
+    argv += ["--mean", FMNIST["mean"], "--std", FMNIST["std"], "--crop-ratio", "1"]
+    assert main(argv) == 0
+    assert "test top-1" in capsys.readouterr().out
+    meta, _ = read_checkpoint(ckpt)
+    assert meta.input_shape == (1, 28, 28) and len(meta.classes) == 10
+    assert meta.preprocess["crop_ratio"] == 1.0 and meta.preprocess["mean"] == [0.286]
+    shipped, ship_meta = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+    assert abs(meta.accuracy["top1"] - ship_meta.accuracy["top1"]) <= 0.2
+    imported, _ = load_checkpoint(ckpt)
+    x = load_dataset("fashion-mnist", train=False).images[:64]
+    with torch.no_grad():
+        assert torch.equal(imported(x), shipped(x))
+    # and the checkpoint works everywhere, here with eval on the folder
+    argv = ["eval", "--checkpoint", str(ckpt), "--dataset", f"imagefolder:{folder}"]
+    assert main([*argv, "--workers", "1"]) == 0
+    assert abs(_top1(capsys.readouterr().out, "full precision") - meta.accuracy["top1"]) < 1e-9
+
+
+class RunInfo:
+    """A Python object a training script might save beside its weights."""
+
+
+def test_weights_formats(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = _shipped_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    torch.save({"model": {f"_orig_mod.{k}": v for k, v in state.items()}}, tmp_path / "c.pt")
+    for name in ("w.safetensors", "c.pt"):
+        loaded = read_state_dict(tmp_path / name)
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+    torch.save({"epoch": 1, "optimizer": {}}, tmp_path / "none.pt")
+    with pytest.raises(HaqError, match="no state dict found"):
+        read_state_dict(tmp_path / "none.pt")
+    torch.save({"state_dict": state, "run": RunInfo()}, tmp_path / "objects.pt")
+    with pytest.raises(HaqError, match="holds Python objects besides tensors .*RunInfo"):
+        read_state_dict(tmp_path / "objects.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle at all")
+    with pytest.raises(HaqError, match="cannot read"):
+        read_state_dict(tmp_path / "junk.pt")
+
+
+def test_weights_mismatch_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state = _shipped_state()
+    first = next(iter(state))
+    state[first.replace("weight", "wieght")] = state.pop(first)
+    torch.save(state, tmp_path / "renamed.pt")
+    code = main(["eval", "--weights", str(tmp_path / "renamed.pt"), "--policy", "w8a8"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "1 missing: " + first in err and "1 unexpected:" in err
+    model = load_checkpoint(builtin_checkpoint(MODEL), MODEL)[0]  # type: ignore[arg-type]
+    with pytest.raises(HaqError, match="wrong shape"):
+        load_weights(model, _save_wrong_shape(tmp_path))
+
+
+def _save_wrong_shape(tmp_path: Path) -> Path:
+    state = _shipped_state()
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, tmp_path / "shape.pt")
+    return tmp_path / "shape.pt"
+
+
+def test_device_is_decided_once(capsys: pytest.CaptureFixture) -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert str(pick_device(None)) == expected
+    assert str(pick_device("cpu")) == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(HaqError, match="CUDA is not available"):
+            pick_device("cuda")
+    code = main(["eval", "--device", "bogus"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bogus" in err and len(err.strip().splitlines()) == 1
+
+
+def test_library_calls_leave_the_global_rng_alone() -> None:
+    data = load_dataset("digits", train=True)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    before = torch.get_rng_state()
+    finetune(model, make_loader(data, 32, shuffle=True), steps=3, seed=5)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_json_output_of_a_printing_builder(tmp_path: Path) -> None:
+    factory = tmp_path / "noisy.py"
+    factory.write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    print('Loaded pretrained weights for noisy')\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))\n"
+    )
+    cmd = [sys.executable, "-m", "haq.cli", "cost", "--model", f"{factory}:build"]
+    cmd += ["--input-shape", "3,32,32", "--format", "json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    assert len(report["layers"]) == 2 and "Loaded pretrained" in done.stderr
+    out = tmp_path / "cost.json"
+    subprocess.run([*cmd, "--output", str(out)], capture_output=True, check=True)
+    assert json.loads(out.read_text()) == report
+
+
+def test_paper_protocol_preset() -> None:
+    paper = SearchConfig().with_overrides({"protocol": "paper"})
+    assert (paper.finetune_size, paper.heldout_size, paper.lr) == (20_000, 10_000, 1e-3)
+    assert paper.finetune_steps == 313  # one epoch of 20,000 images at batch 64
+    mixed = SearchConfig().with_overrides({"protocol": "paper", "lr": 0.01, "batch_size": 100})
+    assert (mixed.lr, mixed.finetune_steps) == (0.01, 200)
+    fast = paper.with_overrides({"protocol": "fast"})
+    assert (fast.finetune_size, fast.finetune_steps, fast.lr) == (5000, 16, 0.01)
+    with pytest.raises(HaqError, match="protocol"):
+        SearchConfig(protocol="slow").validate()
+
+
+def test_folder_data_reads_bad_images_with_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "broken.png").write_bytes(b"\x89PNG broken")
+    prep = Preprocess((1, 28, 28), (0.5,), (0.5,))
+    data = FolderData(np.array([str(tmp_path / "c" / "broken.png")]), np.array([0]), ["c"], prep)
+    with pytest.raises(HaqError, match="cannot read image"):
+        data[0]
