@@ -92,7 +92,10 @@ class ProxySearch(Search):
         return super().reward(accuracy) - (0.1 * self.cut if pay else 0.0)
 
     def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
-        if self.variant in ("centre", "centre-penalty"):  # the enforced bits' bin centres, in decision order
+        if self.variant in (
+            "centre",
+            "centre-penalty",
+        ):  # the enforced bits' bin centres, in decision order
             assert self.last_bits is not None
             cfg = self.ctx.cfg
             span = cfg.max_bit - cfg.min_bit + 1
@@ -122,15 +125,24 @@ def bounded_episode(s: Search, episode: int, with_state: bool):
     for t, (i, is_w) in enumerate(ep.decisions):
         base = np.array([tb[rows, w - 1, a - 1].sum() - tb[i, w[i] - 1, a[i] - 1] for tb in tables])
         bits = np.arange(1, 9)
-        cand = np.stack([tb[i, bits - 1, a[i] - 1] if is_w else tb[i, w[i] - 1, bits - 1] for tb in tables])
+        cand = np.stack(
+            [tb[i, bits - 1, a[i] - 1] if is_w else tb[i, w[i] - 1, bits - 1] for tb in tables]
+        )
         ok = ((base[:, None] + cand) <= limits[:, None] * (1 + 1e-9)).all(axis=0)
         ok[: cfg.min_bit - 1] = False
         bmax = int(bits[ok].max()) if ok.any() else cfg.min_bit
         bmax = min(bmax, cfg.max_bit)
-        committed = float(((base + (tables and np.array([tb[i, w[i]-1, a[i]-1] for tb in tables]))) / limits).max())
+        committed = float(
+            (
+                (base + (tables and np.array([tb[i, w[i] - 1, a[i] - 1] for tb in tables])))
+                / limits
+            ).max()
+        )
         st = ep.state(t, prev)
         if with_state:
-            st = np.concatenate([st, [committed, (bmax - cfg.min_bit) / max(1, span - 1)]]).astype(np.float32)
+            st = np.concatenate([st, [committed, (bmax - cfg.min_bit) / max(1, span - 1)]]).astype(
+                np.float32
+            )
         act = s.agent.act(st, episode)
         bit = int(min(action_to_bits(act, cfg.min_bit, cfg.max_bit), bmax))
         if action_to_bits(act, cfg.min_bit, cfg.max_bit) > bmax:

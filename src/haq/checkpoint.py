@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haq.data import builtin_normalisation, load_dataset, make_loader
+from haq.data import builtin_normalisation, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
 from haq.fileio import load_payload, save_payload
 from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -176,7 +176,8 @@ def import_model(
             f"the model has {outputs} outputs but {dataset!r} has {test.num_classes} classes; "
             "give the model's num_classes (--model-kwargs) or another dataset"
         )
-    acc = evaluate(model, make_loader(test, 256, workers=workers), device=pick_device(device))
+    loader = make_loader(test, inference_batch(test, 256), workers=workers)
+    acc = evaluate(model, loader, device=pick_device(device))
     meta.accuracy = {"top1": acc.top1, "top5": acc.top5}
     meta.classes = list(getattr(test, "classes", []))
     meta.extra = {"imported_from": str(weights), "test_images": acc.n_images}

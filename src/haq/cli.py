@@ -211,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = Policy.parse(args.policy, setup.calibration.layer_names, mode=args.mode or "linear")
     if args.mode:
         policy.mode = args.mode
-    fp = evaluate(model, setup.loader(test, 512), device=device)
+    fp = evaluate(model, setup.loader(test, setup.eval_batch_size), device=device)
     result, _ = evaluate_policy(setup, policy)
     print(
         f"model {args.model}  dataset {args.dataset} test set ({fp.n_images} images)  device {device}"

@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,6 +211,19 @@ def make_loader(
         pin_memory=pin_memory,
         prefetch_factor=4 if n_workers else None,
     )
+
+
+def inference_batch(data: Data, batch: int) -> int:
+    """The batch of an evaluation or calibration pass: ``batch`` for images up to 64x64, at
+    most 64 for larger ones (512 MobileNet-V2 inputs at 224x224 take about 8 GB)."""
+    _, h, w = data.input_shape
+    return batch if h * w <= 64 * 64 else min(batch, 64)
+
+
+def calibration_loader(data: Data, batches: int, workers: int | None = None) -> tuple[Any, int]:
+    """(loader, number of batches) covering ``batches`` x 256 images of ``data`` in order."""
+    size = inference_batch(data, 256)
+    return make_loader(data, size, workers=workers), -(-batches * 256 // size)
 
 
 def first_images(data: Data, n: int) -> Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from haq.data import Data, make_loader
+from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -48,15 +48,15 @@ class EvalSetup:
         finetune_data: Data,
         eval_data: Data,
         calib_batches: int = 2,
-        calib_batch_size: int = 256,
         **kwargs: object,
     ) -> EvalSetup:
-        """Calibrate on the first batches of ``finetune_data`` (training images only, with the
-        evaluation crop)."""
+        """Calibrate on the first ``calib_batches`` x 256 images of ``finetune_data`` (training
+        images only, with the evaluation crop)."""
         model.eval()
         workers = kwargs.get("workers")
-        batches = make_loader(finetune_data.view(False), calib_batch_size, workers=workers)  # type: ignore[arg-type]
-        calib = Calibration(model, batches, batches=calib_batches)
+        loader, n = calibration_loader(finetune_data.view(False), calib_batches, workers)  # type: ignore[arg-type]
+        calib = Calibration(model, loader, batches=n)
+        kwargs.setdefault("eval_batch_size", inference_batch(eval_data, 512))
         return cls(model, calib, finetune_data, eval_data, **kwargs)  # type: ignore[arg-type]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from haq.checkpoint import builtin_checkpoint, preprocess_for, resolve_model
-from haq.data import Data, load_dataset, make_loader
+from haq.data import Data, calibration_loader, inference_batch, load_dataset, make_loader
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -52,11 +52,12 @@ def final_finetune(
     def batches(data: Data, size: int, shuffle: bool = False) -> Any:
         return make_loader(data, size, shuffle, seed, workers, pin_memory=cuda)
 
-    calib = Calibration(model, batches(train, 256), batches=calib_batches)
+    calib = Calibration(model, *calibration_loader(train, calib_batches, workers))
     policy.check_layers(calib.layer_names)
-    fp = evaluate(model, batches(test, 512), device=device)
+    test_batch = inference_batch(test, 512)
+    fp = evaluate(model, batches(test, test_batch), device=device)
     q = quantize(model, policy, calibration=calib, per_channel=per_channel, weight_clip=weight_clip)
-    before = evaluate(q, batches(test, 512), device=device)
+    before = evaluate(q, batches(test, test_batch), device=device)
     finetune(
         q,
         batches(train.view(True), batch_size, shuffle=True),
@@ -66,7 +67,7 @@ def final_finetune(
         device=device,
         progress=progress,
     )
-    after = evaluate(q, batches(test, 512), device=device)
+    after = evaluate(q, batches(test, test_batch), device=device)
     result = {
         "fp_test_top1": fp.top1,
         "quantized_test_top1_before_finetune": before.top1,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from haq.checkpoint import CheckpointMeta, preprocess_for, save_checkpoint
-from haq.data import TensorData, load_dataset, make_loader
+from haq.data import TensorData, inference_batch, load_dataset, make_loader
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, finetune, pick_device
 
@@ -51,7 +51,7 @@ def pretrain(
         label_smoothing=0.1,
         progress=True,
     )
-    acc = evaluate(model, make_loader(test, 512), progress=True)
+    acc = evaluate(model, make_loader(test, inference_batch(test, 512)), progress=True)
     meta = CheckpointMeta(
         model=model_spec,
         input_shape=train.input_shape,

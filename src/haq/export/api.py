@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from haq.checkpoint import builtin_checkpoint, preprocess_for, read_checkpoint, resolve_model
-from haq.data import load_dataset, make_loader
+from haq.data import calibration_loader, load_dataset
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
@@ -93,7 +93,7 @@ def _from_pretrained(
     ckpt = checkpoint or weights or builtin_checkpoint(model)
     policy = Policy.load(policy_path)
     train = load_dataset(dataset, train=True, preprocess=preprocess_for(meta))
-    calib = Calibration(net, make_loader(train, 256), batches=2)
+    calib = Calibration(net, *calibration_loader(train, 2))
     policy.check_layers(calib.layer_names)
     q = quantize(net, policy, calibration=calib).eval()
     info = {
