@@ -22,7 +22,9 @@ Variants: ``actor`` (today: the replay stores the actor's own actions, as the re
 code), ``centre`` (the replay stores the centre of the enforced bits' action share, what haq
 did before), ``literal`` (actor actions, the paper's literal 0.99 noise decay), ``penalty``
 (actor actions, and the reward loses 0.1 per bit that enforcement took off an average
-decision: not in the paper). Results go
+decision: not in the paper), ``centre-penalty`` (both), ``bounded`` (AMC-style: every
+action capped so that the remaining decisions at the lowest bits can still meet the budgets,
+the state extended by the committed share of the budget and the cap). Results go
 to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
 """
 
