@@ -353,3 +353,21 @@ def test_timm_names_need_timm() -> None:
             load_model_spec("timm:efficientnet_lite0")
     else:
         assert isinstance(load_model_spec("timm:resnet18"), torch.nn.Module)
+
+
+def test_any_torch_dataset_through_the_api() -> None:
+    """A plain torch Dataset evaluates like the same images held as TensorData."""
+    from haq.data import DatasetData
+    from haq.evaluation import EvalSetup, evaluate_policy
+    from haq.policy import Policy
+
+    test = load_dataset("fashion-mnist", train=False).subset(torch.arange(600))
+    plain = DatasetData(torch.utils.data.TensorDataset(test.images, test.labels), 10)
+    assert plain.input_shape == (1, 28, 28) and len(plain.subset(np.arange(5))) == 5
+    accs = []
+    for data in (test, plain):
+        model, _ = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+        setup = EvalSetup.build(model, data, data, workers=0)
+        policy = Policy.uniform("w6a6", setup.calibration.layer_names)
+        accs.append(evaluate_policy(setup, policy)[0].accuracy.top1)
+    assert accs[0] == accs[1]

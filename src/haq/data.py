@@ -71,7 +71,38 @@ class TensorData:
         return self
 
 
-Data = TensorData | FolderData
+class DatasetData:
+    """Any map-style torch ``Dataset`` of ``(image tensor, label)`` pairs (a torchvision
+    dataset with its transforms, your own class), for the Python API. Augmentation is the
+    dataset's own business: the training and evaluation views are the same."""
+
+    train = False
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        num_classes: int,
+        input_shape: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.dataset, self.num_classes = dataset, num_classes
+        self.input_shape = input_shape or tuple(int(d) for d in dataset[0][0].shape)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        x, y = self.dataset[key[0] if isinstance(key, tuple) else key]
+        return x, int(y)
+
+    def subset(self, indices: Tensor | np.ndarray) -> DatasetData:
+        sub = torch.utils.data.Subset(self.dataset, [int(i) for i in indices])
+        return DatasetData(sub, self.num_classes, self.input_shape)  # type: ignore[arg-type]
+
+    def view(self, train: bool) -> DatasetData:
+        return self
+
+
+Data = TensorData | FolderData | DatasetData
 
 
 class TensorLoader:
