@@ -109,17 +109,24 @@ class TensorLoader:
     """Batches of an in-memory dataset by slicing: much faster than a DataLoader on CPU.
 
     With ``shuffle`` the order is drawn from its own seeded generator, so two loaders with
-    the same seed yield the same batches (needed for reproducible, resumable searches).
+    the same seed yield the same batches (needed for reproducible, resumable searches); with
+    ``repeat`` every pass starts that generator over.
     """
 
     def __init__(
-        self, data: TensorData, batch_size: int = 256, shuffle: bool = False, seed: int = 0
+        self,
+        data: TensorData,
+        batch_size: int = 256,
+        shuffle: bool = False,
+        seed: int = 0,
+        repeat: bool = False,
     ) -> None:
         if len(data) == 0:
             raise HaqError("the dataset is empty")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.seed, self.repeat = seed, repeat
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -127,6 +134,8 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.data)
+        if self.repeat:
+            self.generator.manual_seed(self.seed)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:
@@ -225,22 +234,32 @@ def make_loader(
     seed: int = 0,
     workers: int | None = None,
     pin_memory: bool = False,
+    persistent: bool = False,
 ) -> TensorLoader | torch.utils.data.DataLoader:
     """Batches of ``data``: slices of an in-memory dataset, or a DataLoader with ``workers``
     processes (default :func:`default_workers`) decoding images from disk. Seeded: the same
-    call gives the same batches."""
+    call gives the same batches. ``persistent``: the workers stay up between passes and
+    every pass yields the same batches (a search's episodes each start over).
+
+    Images on disk are read by workers started from a fork server, not forked from this
+    process: a fork of a process holding gigabytes of activations shares its pages until this
+    process writes them again, and then both copies stay resident (the first real search ran
+    out of 24 GB that way)."""
     if isinstance(data, TensorData):
-        return TensorLoader(data, batch_size, shuffle=shuffle, seed=seed)
+        return TensorLoader(data, batch_size, shuffle=shuffle, seed=seed, repeat=persistent)
     if len(data) == 0:
         raise HaqError("the dataset is empty")
     n_workers = default_workers() if workers is None else workers
+    ours = isinstance(data, FolderData)  # a user's dataset class may not survive pickling
     return torch.utils.data.DataLoader(
         data,
         batch_size=batch_size,
-        sampler=SeededSampler(len(data), shuffle, seed, seeds=data.train),
+        sampler=SeededSampler(len(data), shuffle, seed, seeds=data.train, repeat=persistent),
         num_workers=n_workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if n_workers else None,
+        persistent_workers=persistent and n_workers > 0,
+        multiprocessing_context="forkserver" if n_workers and ours else None,
     )
 
 

@@ -7,7 +7,8 @@ and the search, so a later change can run several evaluations on several workers
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -35,11 +36,19 @@ class EvalSetup:
     weight_clip: str = "kl"
     device: str | None = None
     workers: int | None = None  # loader processes for data on disk (None: default_workers)
+    loaders: dict[tuple[int, int, bool], tuple[Data, Any]] = field(default_factory=dict, repr=False)
 
-    def loader(self, data: Data, batch_size: int, shuffle: bool = False) -> object:
-        """Seeded batches of ``data`` (pinned memory on CUDA)."""
-        cuda = self.device is not None and str(self.device).startswith("cuda")
-        return make_loader(data, batch_size, shuffle, self.seed, self.workers, pin_memory=cuda)
+    def loader(self, data: Data, batch_size: int, shuffle: bool = False) -> Any:
+        """Seeded batches of ``data``, the same every pass (pinned memory on CUDA); made once
+        per data subset, so loader workers start once per run, not once per episode."""
+        key = (id(data), batch_size, shuffle)  # the entry holds ``data``: the id stays its own
+        if key not in self.loaders:
+            cuda = self.device is not None and str(self.device).startswith("cuda")
+            loader = make_loader(
+                data, batch_size, shuffle, self.seed, self.workers, cuda, persistent=True
+            )
+            self.loaders[key] = (data, loader)
+        return self.loaders[key][1]
 
     @classmethod
     def build(

@@ -180,11 +180,13 @@ class FolderData(Dataset):
 
 class SeededSampler(Sampler):
     """Indices in order, or (``shuffle``) in a seeded random order that changes with every
-    pass; with ``seeds`` each index comes with its own seed for the random crop. Two samplers
-    with the same seed give the same passes, whatever the number of loader workers."""
+    pass (unless ``repeat``: every pass the same); with ``seeds`` each index comes with its
+    own seed for the random crop. Two samplers with the same seed give the same passes,
+    whatever the number of loader workers."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int, seeds: bool) -> None:
+    def __init__(self, n: int, shuffle: bool, seed: int, seeds: bool, repeat: bool = False) -> None:
         self.n, self.shuffle, self.seed, self.seeds = n, shuffle, seed, seeds
+        self.repeat = repeat
         self.passes = 0
 
     def __len__(self) -> int:
@@ -192,7 +194,7 @@ class SeededSampler(Sampler):
 
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
-        self.passes += 1
+        self.passes += not self.repeat
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         if not self.seeds:
             yield from order.tolist()
