@@ -212,3 +212,24 @@ def test_empty_dataset(digits):
 
 def test_model_is_nn_module(tiny_net):
     assert isinstance(tiny_net, nn.Module)
+
+
+def test_pact_function_matches_autograd_of_the_formula() -> None:
+    """The memory-saving PACT function gives the values and gradients autograd gives for
+    ``ste_round(min(relu(x), c) / s) * s``."""
+    from haq.quant.linear import ste_round
+
+    gen = torch.Generator().manual_seed(0)
+    for bits in (2, 4, 8):
+        x = (torch.randn(4, 8, 5, 5, generator=gen) * 2).requires_grad_()
+        clip = torch.tensor(1.7, requires_grad=True)
+        g = torch.randn(4, 8, 5, 5, generator=gen)
+        x2 = x.detach().clone().requires_grad_()
+        clip2 = clip.detach().clone().requires_grad_()
+        scale = clip2 / (2**bits - 1)
+        ref = ste_round(torch.minimum(torch.relu(x2), clip2) / scale) * scale
+        (ref * g).sum().backward()
+        out = quantize_unsigned(x, bits, clip)
+        (out * g).sum().backward()
+        assert torch.equal(out, ref)
+        assert torch.allclose(x.grad, x2.grad) and torch.allclose(clip.grad, clip2.grad, atol=1e-5)

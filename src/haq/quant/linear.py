@@ -16,6 +16,8 @@ quantized weights (``"mse"``: minimising the squared error, ``"max"``: always ma
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -46,12 +48,36 @@ def quantize_symmetric(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     return q * scale
 
 
+class _PACT(torch.autograd.Function):
+    """``round(clamp(x, 0, c) / s) * s`` with ``s = c / (2^b - 1)`` and straight-through
+    rounding, keeping only ``x`` for the backward pass (autograd through the same formula keeps
+    four more activation-sized tensors: 11 GB for a batch of 64 of MobileNet-V2 at 224x224).
+
+    Gradients, as autograd gives them for that formula: ``x`` gets ``g`` where ``0 < x < c``;
+    ``c`` gets ``g`` where ``x >= c`` and ``g * (y - x) / c`` where ``0 < x < c``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, clip: Tensor, bits: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, clip)
+        ctx.bits = bits
+        scale = clip / (2**bits - 1)
+        return torch.minimum(x.clamp(min=0.0), clip).div_(scale).round_().mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        x, clip = ctx.saved_tensors
+        scale = clip / (2**ctx.bits - 1)
+        inside = (x > 0) & (x < clip)
+        y = x.clamp(min=0.0).div_(scale).round_().mul_(scale)
+        to_clip = torch.where(inside, (y - x) / clip, (x >= clip).to(x.dtype))
+        grad_clip = (grad * to_clip).sum().reshape(clip.shape)
+        return grad * inside, grad_clip, None
+
+
 def quantize_unsigned(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     """PACT: clamp to ``[0, clip]`` (gradient flows to ``clip`` where x >= clip), then round
     to ``2^b - 1`` steps with STE."""
-    x = torch.minimum(torch.relu(x), clip)
-    scale = clip / (2**bits - 1)
-    return ste_round(x / scale) * scale
+    return _PACT.apply(x, clip, bits)
 
 
 def quantize_signed_act(x: Tensor, bits: int, clip: Tensor) -> Tensor:
