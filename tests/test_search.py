@@ -270,7 +270,7 @@ def test_search_run_files_and_baselines(tiny_ckpt, tmp_path):
         == 0
     )
     # a directory that holds a run is not overwritten
-    with pytest.raises(HaqError, match="already holds a run"):
+    with pytest.raises(HaqError, match="already holds a haq run"):
         search(tiny_cfg(tiny_ckpt), tmp_path / "run", progress=False)
 
 
@@ -342,8 +342,11 @@ def test_resume_refusals(tiny_ckpt, tmp_path):
     with pytest.raises(HaqError, match="corrupt"):
         search(None, tmp_path / "c", resume=True, progress=False)
     assert (tmp_path / "c" / "episodes.jsonl").read_text() == before
-    with pytest.raises(HaqError, match=r"no config\.json"):
+    with pytest.raises(HaqError, match=r"run directory .*nothing' not found"):
         search(None, tmp_path / "nothing", resume=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HaqError, match=r"no config\.json"):
+        search(None, tmp_path / "empty", resume=True, progress=False)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from haq.errors import HaqError
+from haq.runlock import run_lock
 
 DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
 
@@ -344,7 +345,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from haq.export import export_model, load_for_export
 
-    with contextlib.redirect_stdout(sys.stderr):
+    owned = run_lock(args.run, "haq export") if args.run else contextlib.nullcontext()
+    with owned, contextlib.redirect_stdout(sys.stderr):
         q, policy, info, source = load_for_export(
             args.run, args.policy, args.checkpoint, args.model, args.dataset, args.weights
         )
@@ -389,20 +391,22 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         raise HaqError("give --run DIR or --policy FILE")
     device = pick_device(args.device)
-    res = final_finetune(
-        policy,
-        model,
-        checkpoint,
-        dataset,
-        out,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device,
-        workers=args.workers,
-        **quantizer,
-    )
+    owned = run_lock(args.run, "haq finetune") if args.run else contextlib.nullcontext()
+    with owned:
+        res = final_finetune(
+            policy,
+            model,
+            checkpoint,
+            dataset,
+            out,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            workers=args.workers,
+            **quantizer,
+        )
     print(
         f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
         f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "

@@ -17,6 +17,7 @@ accuracy and timings out): the loop never touches the model itself.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from haq.hardware import load_hardware
 from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
 from haq.policy import Policy
+from haq.runlock import LOCK_NAME, run_lock
 from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
 from haq.search.config import SearchConfig
@@ -524,8 +526,6 @@ def resolve_config(
     with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
     may only grow ``episodes`` or change the ``device``."""
     if not resume:
-        if (out / "episodes.jsonl").exists():
-            raise HaqError(f"{out} already holds a run; use --resume {out} or another --out")
         wanted = (cfg or SearchConfig()).with_overrides(overrides)
         wanted.validate()
         return wanted.resolved()
@@ -564,11 +564,35 @@ def search(
     configuration different from the saved one (``episodes`` may grow, ``device`` change).
     """
     out = Path(out_dir)
-    cfg = resolve_config(cfg, out, resume, overrides)
-    ctx = build_context(cfg)
+    created = not out.exists()
+    if not resume:
+        check_new_run_dir(out)  # before anything is written: never touch someone else's files
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HaqError(f"cannot create run directory {str(out)!r}: {err.strerror}") from err
-    cfg.save(out / "config.json")  # a resumed run records its grown episode count
-    return Search(ctx, out, progress).run(resume=resume)
+        with run_lock(out, "haq search --resume" if resume else "haq search", create=not resume):
+            cfg = resolve_config(cfg, out, resume, overrides)
+            ctx = build_context(cfg)
+            cfg.save(out / "config.json")  # a resumed run records its grown episode count
+            return Search(ctx, out, progress).run(resume=resume)
+    except BaseException:
+        if not resume and not (out / "state.pt").is_file():  # failed before episode 1:
+            for name in ("config.json", "episodes.jsonl"):  # leave the directory as it was
+                (out / name).unlink(missing_ok=True)
+            if created and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def check_new_run_dir(out: Path) -> None:
+    """A new run needs an absent or empty directory (its lock file aside)."""
+    if not out.is_dir():
+        if out.exists():
+            raise HaqError(f"--out {out} is a file, not a directory")
+        return
+    if (out / "config.json").is_file():
+        raise HaqError(f"{out} already holds a haq run; continue it with --resume {out}")
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise HaqError(
+            f"--out {out} is not empty and not a haq run ({shown}); choose another --out"
+        )

@@ -1,0 +1,92 @@
+"""Run directories are owned (issue 14, item 1): one writer at a time, a stale lock taken
+over, no search into a directory holding other files, and a first-episode failure leaves
+the directory as it was."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from haq.errors import HaqError
+from haq.runlock import LOCK_NAME, run_lock
+from haq.search.runner import search
+from tests.test_search import tiny_cfg
+
+HOLD = """
+import sys, time
+from haq.runlock import run_lock
+with run_lock(sys.argv[1], "test holder"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_while_the_owner_lives(tiny_ckpt: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    search(tiny_cfg(tiny_ckpt, episodes=2), run, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(HaqError, match=f"in use by pid {holder.pid} on host .*test holder"):
+            search(None, run, resume=True, progress=False, episodes=3)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without cleaning up: its lock is stale and taken over
+    assert f"pid {holder.pid}" in (run / LOCK_NAME).read_text()
+    summary = search(None, run, resume=True, progress=False, episodes=3)
+    assert summary["episodes"] == 3
+    assert (run / LOCK_NAME).read_text() == ""  # a clean exit empties the lock file
+
+
+def test_stale_lock_is_taken_over_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / LOCK_NAME).write_text("pid 999999 on host gone (haq search, since then)\n")
+    with run_lock(tmp_path, "test"):
+        assert "pid" in (tmp_path / LOCK_NAME).read_text()
+    assert "took over the lock of pid 999999 on host gone" in capsys.readouterr().err
+
+
+def test_out_must_be_empty_or_absent(tiny_ckpt: str, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(HaqError, match="not empty and not a haq run .*notes.txt"):
+        search(tiny_cfg(tiny_ckpt), other, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    run = tmp_path / "run"
+    search(tiny_cfg(tiny_ckpt, episodes=2), run, progress=False)
+    before = (run / "config.json").read_text()
+    with pytest.raises(HaqError, match="already holds a haq run; continue it with --resume"):
+        search(tiny_cfg(tiny_ckpt, episodes=4), run, progress=False)
+    assert (run / "config.json").read_text() == before
+
+
+def test_first_episode_failure_leaves_the_directory_as_it_was(
+    tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure in the first evaluation (injected: the tiny model's quantizers bound every
+    value, so no real input makes it fail there) removes what the run wrote."""
+    import haq.search.runner as runner
+
+    def fail(*_args: object, **_kw: object) -> None:
+        raise HaqError("injected failure in the first episode")
+
+    real = runner.evaluate_policy
+    monkeypatch.setattr(runner, "evaluate_policy", fail)
+    run = tmp_path / "run"
+    with pytest.raises(HaqError, match="injected"):
+        search(tiny_cfg(tiny_ckpt), run, progress=False)
+    assert not run.exists()
+    run.mkdir()
+    with pytest.raises(HaqError, match="injected"):
+        search(tiny_cfg(tiny_ckpt), run, progress=False)
+    assert [p.name for p in run.iterdir()] == [LOCK_NAME]  # the user's directory stays
+    monkeypatch.setattr(runner, "evaluate_policy", real)
+    assert search(tiny_cfg(tiny_ckpt, episodes=2), run, progress=False)["episodes"] == 2
