@@ -90,3 +90,38 @@ def test_first_episode_failure_leaves_the_directory_as_it_was(
     assert [p.name for p in run.iterdir()] == [LOCK_NAME]  # the user's directory stays
     monkeypatch.setattr(runner, "evaluate_policy", real)
     assert search(tiny_cfg(tiny_ckpt, episodes=2), run, progress=False)["episodes"] == 2
+
+
+def test_resume_cannot_shrink_a_run(tiny_ckpt: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    search(tiny_cfg(tiny_ckpt, episodes=3), run, progress=False)
+    before = (run / "config.json").read_text()
+    with pytest.raises(HaqError, match="can only grow"):
+        search(None, run, resume=True, progress=False, episodes=2)
+    assert (run / "config.json").read_text() == before
+
+
+def test_small_input_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from haq.cli import main
+
+    (tmp_path / "p.json").write_bytes(b"\xff\xfe\x00binary")
+    for argv, msg in (
+        (["eval", "--policy", str(tmp_path / "p.json")], "not a text file"),
+        (["finetune", "--policy", str(tmp_path / "p.json")], "not a text file"),
+        (
+            ["export", "--run", str(tmp_path / "none"), "--format", "torch", "--out", "x"],
+            "not found",
+        ),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err
+    from haq.finishing import final_finetune
+    from haq.policy import Policy
+
+    policy = Policy.uniform("w8a8", ["x"])
+    for kw, msg in (({"epochs": -1.0}, "--epochs"), ({"lr": float("nan")}, "--lr")):
+        with pytest.raises(HaqError, match=msg):
+            final_finetune(
+                policy, "mobilenet_v2_fmnist", None, "fashion-mnist", tmp_path / "f.pt", **kw
+            )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from haq.checkpoint import builtin_checkpoint, preprocess_for, resolve_model
 from haq.data import Data, calibration_loader, inference_batch, load_dataset, make_loader
+from haq.errors import HaqError
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -42,6 +44,11 @@ def final_finetune(
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, and what is needed to rebuild it (``load_quantized``).
     """
+    for name, value, low in (("epochs", epochs, 0.0), ("lr", lr, 0.0)):
+        if not math.isfinite(value) or value <= low:
+            raise HaqError(f"--{name} must be a positive number, got {value}")
+    if batch_size < 1:
+        raise HaqError(f"--batch-size must be >= 1, got {batch_size}")
     model, meta = resolve_model(model_spec, checkpoint, weights)
     device = str(pick_device(device))
     prep = preprocess_for(meta, crop_ratio)

@@ -125,6 +125,8 @@ class Policy:
             raise HaqError(f"cannot read policy file {str(p)!r}: {err.strerror}") from err
         except json.JSONDecodeError as err:
             raise HaqError(f"{p}: malformed JSON: {err}") from err
+        except UnicodeDecodeError as err:
+            raise HaqError(f"{p}: not a text file (policy files are UTF-8 JSON)") from err
         return cls.from_dict(data, str(p))
 
     @classmethod
