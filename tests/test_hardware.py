@@ -145,6 +145,10 @@ def test_custom_toml_and_errors(tmp_path):
     bad.write_text(text.replace("dm = 4", "dm = -4"))
     with pytest.raises(HaqError, match=r"bad.toml: field 'dm' must be > 0"):
         load_hardware(str(bad))
+    for value in ("nan", "inf"):  # TOML floats: accepted before, costs came out NaN
+        bad.write_text(text.replace("dram_bandwidth_gbs = 1", f"dram_bandwidth_gbs = {value}"))
+        with pytest.raises(HaqError, match=r"field 'dram_bandwidth_gbs' must be a finite number"):
+            load_hardware(str(bad))
     bad.write_text(text.replace("dk = 64\n", ""))
     with pytest.raises(HaqError, match=r"bad.toml: missing field 'dk'"):
         load_hardware(str(bad))

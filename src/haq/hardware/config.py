@@ -8,6 +8,7 @@ shipped preset carries its source in a comment next to it.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -102,6 +103,8 @@ def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HaqError(f"{where}: field {key!r} must be a number (got {value!r})")
+        if not math.isfinite(value):
+            raise HaqError(f"{where}: field {key!r} must be a finite number (got {value!r})")
         if value < 0 or (value == 0 and not spec.allow_zero):
             bound = ">= 0" if spec.allow_zero else "> 0"
             raise HaqError(f"{where}: field {key!r} must be {bound} (got {value!r})")
