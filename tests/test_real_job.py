@@ -337,7 +337,7 @@ def test_import_real_pretrained_efficientnet_lite0(
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(model(x), reference.eval()(x))
-    argv = ["eval", "--checkpoint", str(ckpt), "--model", spec, "--workers", "0"]
+    argv = ["eval", "--checkpoint", str(ckpt), "--workers", "0"]  # the checkpoint names its model
     assert main([*argv, "--dataset", f"imagefolder:{rgb_folder}", "--policy", "w8a8"]) == 0
     assert "(40 images)" in capsys.readouterr().out
     assert main(["cost", "--model", spec, "--weights", weights, "--format", "json"]) == 0

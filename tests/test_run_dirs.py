@@ -4,6 +4,7 @@ the directory as it was."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,12 @@ def test_small_input_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
             final_finetune(
                 policy, "mobilenet_v2_fmnist", None, "fashion-mnist", tmp_path / "f.pt", **kw
             )
+
+
+def test_a_checkpoint_brings_its_own_model(tiny_ckpt: str, tmp_path: Path) -> None:
+    """`haq search --checkpoint C` without --model searches C's model, not the default."""
+    cfg = tiny_cfg(tiny_ckpt, episodes=1, strategy="uniform")
+    overrides = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "ddpg")}
+    summary = search(None, tmp_path / "run", progress=False, **overrides)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"] == "tests.conftest:TinyNet" and summary["episodes"] == 1

@@ -122,7 +122,7 @@ def preprocess_for(
 
 
 def resolve_model(
-    spec: str, checkpoint: str | Path | None = None, weights: str | Path | None = None
+    spec: str | None, checkpoint: str | Path | None = None, weights: str | Path | None = None
 ) -> tuple[nn.Module, CheckpointMeta]:
     """The model a command works on: a haq checkpoint; else ``spec`` with ``weights`` from a
     state dict file (input shape: the registry's, else ImageNet's; no dataset recorded);
@@ -130,7 +130,9 @@ def resolve_model(
     if checkpoint and weights:
         raise HaqError("give --checkpoint or --weights, not both")
     if checkpoint:
-        return load_checkpoint(checkpoint, spec)
+        return load_checkpoint(checkpoint, spec)  # spec None: the checkpoint's own model
+    if spec is None:
+        raise HaqError("give --model (and --weights), or --checkpoint")
     if weights:
         model = load_weights(load_model_spec(spec), weights)
         return model, CheckpointMeta(spec, default_input_shape(spec), dataset="")

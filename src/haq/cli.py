@@ -20,6 +20,12 @@ from haq.errors import HaqError
 from haq.runlock import run_lock
 
 DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
+MODEL_HELP = f"model spec (default: the checkpoint's, else {DEFAULT_REFERENCE_MODEL})"
+
+
+def model_spec(args: argparse.Namespace) -> str | None:
+    """``--model`` as given; else the checkpoint's own (None); else the reference model."""
+    return args.model or (None if args.checkpoint else DEFAULT_REFERENCE_MODEL)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -188,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     with contextlib.redirect_stdout(sys.stderr):
-        model, meta = resolve_model(args.model, args.checkpoint, args.weights)
+        model, meta = resolve_model(model_spec(args), args.checkpoint, args.weights)
     shape = tuple(meta.input_shape)
     prep = preprocess_for(meta, args.crop_ratio)
     train = load_dataset(args.dataset, train=True, preprocess=prep)
@@ -215,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     fp = evaluate(model, setup.loader(test, setup.eval_batch_size), device=device)
     result, _ = evaluate_policy(setup, policy)
     print(
-        f"model {args.model}  dataset {args.dataset} test set ({fp.n_images} images)  device {device}"
+        f"model {meta.model}  dataset {args.dataset} test set ({fp.n_images} images)  device {device}"
     )
     print(f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%")
     print(
@@ -224,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"({policy.mode}, {args.finetune_steps} finetune steps, {result.finetune_s + result.eval_s:.1f} s)"
     )
     if args.hardware:
-        table = model_cost_table(model, shape, args.hardware, None, args.model)
+        table = model_cost_table(model, shape, args.hardware, None, meta.model)
         t = policy_report(table, policy)["total"]
         energy = (
             "-"
@@ -380,7 +386,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         }  # exactly the search's quantizers and model
     elif args.policy:
         policy = Policy.load(args.policy)
-        model, checkpoint, dataset = args.model, args.checkpoint, args.dataset
+        model, checkpoint, dataset = model_spec(args), args.checkpoint, args.dataset
         out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
         quantizer = {
             "per_channel": args.per_channel,
@@ -473,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_pretrain)
 
     e = sub.add_parser("eval", help="accuracy of a policy (quantize, optional finetune, test set)")
-    e.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
+    e.add_argument("--model", default=None, help=MODEL_HELP)
     e.add_argument(
         "--checkpoint", default=None, help="default: the shipped weights of a reference model"
     )
@@ -535,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--policy", default=None, help="a policy .json (with --model/--checkpoint/--dataset)"
     )
-    f.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
+    f.add_argument("--model", default=None, help=MODEL_HELP)
     f.add_argument("--checkpoint", default=None)
     f.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
     f.add_argument(

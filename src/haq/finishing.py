@@ -19,7 +19,7 @@ from haq.train import evaluate, finetune, pick_device
 
 def final_finetune(
     policy: Policy,
-    model_spec: str,
+    model_spec: str | None,
     checkpoint: str | None,
     dataset: str,
     out: str | Path,
@@ -93,8 +93,8 @@ def final_finetune(
         },
     }
     info = {
-        "model": model_spec,
-        "checkpoint": str(checkpoint or builtin_checkpoint(model_spec) or ""),
+        "model": meta.model,
+        "checkpoint": str(checkpoint or builtin_checkpoint(meta.model) or ""),
         "weights": weights,
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),

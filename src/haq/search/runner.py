@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from haq.checkpoint import preprocess_for, resolve_model
+from haq.checkpoint import preprocess_for, read_checkpoint, resolve_model
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
@@ -526,6 +526,8 @@ def resolve_config(
     with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
     may only grow ``episodes`` or change the ``device``."""
     if not resume:
+        if cfg is None and "checkpoint" in overrides and "model" not in overrides:
+            overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
         wanted = (cfg or SearchConfig()).with_overrides(overrides)
         wanted.validate()
         return wanted.resolved()
