@@ -422,6 +422,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
+
+
+def _model_data_flags(p: argparse.ArgumentParser) -> None:
+    """--weights, --workers and --crop-ratio, shared by eval and finetune."""
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes for images on disk (default: cores - 1, at most 8)",
+    )
+    p.add_argument(
+        "--crop-ratio",
+        type=float,
+        default=None,
+        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from haq import __version__
 
@@ -484,23 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", default=None, help="default: the shipped weights of a reference model"
     )
     e.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
-    e.add_argument(
-        "--weights",
-        default=None,
-        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
-    )
-    e.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="loader processes for images on disk (default: cores - 1, at most 8)",
-    )
-    e.add_argument(
-        "--crop-ratio",
-        type=float,
-        default=None,
-        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
-    )
+    _model_data_flags(e)
     e.add_argument("--policy", default="w8a8", help="wXaY or a policy .json")
     e.add_argument(
         "--mode", choices=("linear", "kmeans"), default=None, help="default: the policy's"
@@ -544,23 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default=None, help=MODEL_HELP)
     f.add_argument("--checkpoint", default=None)
     f.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
-    f.add_argument(
-        "--weights",
-        default=None,
-        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
-    )
-    f.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="loader processes for images on disk (default: cores - 1, at most 8)",
-    )
-    f.add_argument(
-        "--crop-ratio",
-        type=float,
-        default=None,
-        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
-    )
+    _model_data_flags(f)
     f.add_argument("--epochs", type=float, default=1.0)
     f.add_argument("--lr", type=float, default=0.01, help="initial lr of the cosine schedule")
     f.add_argument("--batch-size", type=int, default=128)
