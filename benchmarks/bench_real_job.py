@@ -18,7 +18,7 @@ Measured:
   children of a fork server (``haq.data.make_loader``), outside this figure; each holds the
   file list and its prefetched batches.
 
-    python benchmarks/bench_real_job.py [--root runs/realjob] [--paper]
+    python benchmarks/bench_real_job.py [--root runs/realjob] [--paper | --only-paper]
 
 Each search runs as ``haq search`` in a subprocess; results go to --json after every step.
 """
@@ -139,6 +139,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="loader processes (1 on 2 cores)")
     ap.add_argument("--episodes-fast", type=int, default=2)
     ap.add_argument("--paper", action="store_true", help="also one --protocol paper episode")
+    ap.add_argument(
+        "--only-paper", action="store_true", help="just the paper episode; keep other figures"
+    )
     ap.add_argument("--json", default="benchmarks/results/real_job.json")
     args = ap.parse_args()
     root = Path(args.root)
@@ -152,6 +155,25 @@ def main() -> None:
 
     small, large = make_folder(root / "f5k", 5000), make_folder(root / "f20k", 20000)
     ckpt = checkpoint(root, small)
+    if not args.only_paper:
+        measure_small_runs(results, ckpt, small, large, args, save)
+    if args.paper or args.only_paper:
+        big = make_folder(root / "f32k", 32000)
+        results["paper"] = run_search(
+            "paper", ckpt, big, args, "--protocol", "paper", "--episodes", "1", "--check-size", "0"
+        )
+        save()
+
+
+def measure_small_runs(
+    results: dict[str, Any],
+    ckpt: Path,
+    small: Path,
+    large: Path,
+    args: argparse.Namespace,
+    save: Any,
+) -> None:
+    """Throughput, peak RSS on 5k vs 20k images, and --protocol fast episodes."""
     results["throughput"] = throughput(ckpt, large, args.workers)
     print(f"throughput: {results['throughput']}", flush=True)
     save()
@@ -163,12 +185,6 @@ def main() -> None:
     fast = ["--protocol", "fast", "--episodes", str(args.episodes_fast)]
     results["fast"] = run_search("fast", ckpt, large, args, *fast)
     save()
-    if args.paper:
-        big = make_folder(root / "f32k", 32000)
-        results["paper"] = run_search(
-            "paper", ckpt, big, args, "--protocol", "paper", "--episodes", "1", "--check-size", "0"
-        )
-        save()
 
 
 if __name__ == "__main__":

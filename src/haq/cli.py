@@ -286,7 +286,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         except ImportError:
             print("report skipped: matplotlib is not installed (pip install 'haq[report]')")
         else:
-            print(f"report: {make_report([out], f'{out}/report')}")
+            try:
+                print(f"report: {make_report([out], f'{out}/report')}")
+            except HaqError as err:  # the search itself is done and saved
+                print(f"report not written: {err}", file=sys.stderr)
     print(f"final finetune on the full training set: haq finetune --run {out}")
     return 0
 
@@ -368,6 +371,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from haq.finishing import final_finetune
     from haq.policy import Policy
     from haq.search.config import SearchConfig
+    from haq.search.runner import run_finished
 
     if args.run:
         run = Path(args.run)
@@ -375,6 +379,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
         cfg = SearchConfig.load(run / "config.json")
         policy = Policy.load(args.policy or run / "best_policy.json")
+        source = {"run": str(run), "episode": policy.info.get("episode")}
+        if not run_finished(run):
+            print(
+                f"note: the search in {run} has not finished; finetuning its best policy so "
+                f"far (episode {source['episode']}). If it goes on and finds a better one, "
+                "export will ask for a new finetune.",
+                file=sys.stderr,
+            )
         model, checkpoint, dataset = cfg.model, cfg.checkpoint, cfg.dataset
         out = args.out or str(run / "final.pt")
         quantizer = {
@@ -386,6 +398,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         }  # exactly the search's quantizers and model
     elif args.policy:
         policy = Policy.load(args.policy)
+        source = {"policy_file": str(args.policy)}
         model, checkpoint, dataset = model_spec(args), args.checkpoint, args.dataset
         out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
         quantizer = {
@@ -411,6 +424,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=device,
             workers=args.workers,
+            progress=not args.no_progress,
+            source=source,
             **quantizer,
         )
     print(
@@ -561,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-clip", choices=("kl", "mse", "max"), default="kl", help="with --policy"
     )
     f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_finetune)
 
     i = sub.add_parser(

@@ -6,6 +6,7 @@ Every file haq writes with ``torch.save`` is a dict with a ``format`` key naming
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
+        with tmp.open("wb") as fh:
+            torch.save(payload, fh)
         tmp.replace(out)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch's writer reports a failed write as either
         tmp.unlink(missing_ok=True)
-        raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
+        reason = err.strerror if isinstance(err, OSError) else "write failed (disk full?)"
+        raise HaqError(f"cannot write {str(out)!r}: {reason}") from err
     return out
 
 
@@ -40,6 +43,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
     return out
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON, written atomically (see ``atomic_write_text``)."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON document at ``path``; a one-line HaqError naming ``what`` it should be when it
+    is missing, unreadable, not UTF-8 or not JSON."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise HaqError(f"{what} {str(p)!r} not found") from err
+    except OSError as err:
+        raise HaqError(f"cannot read {what} {str(p)!r}: {err.strerror}") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HaqError(f"{what} {str(p)!r} is corrupt ({err}); restore or remove it") from err
 
 
 def load_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:

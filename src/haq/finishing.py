@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from haq.checkpoint import builtin_checkpoint, preprocess_for, resolve_model
 from haq.data import Data, calibration_loader, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
+from haq.fileio import atomic_write_json, read_json
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -35,6 +35,7 @@ def final_finetune(
     weights: str | None = None,
     workers: int | None = None,
     crop_ratio: float | None = None,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Quantize the pretrained model with ``policy``, finetune on the whole training set
     (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
@@ -42,7 +43,8 @@ def final_finetune(
     the search's: ``haq finetune --run`` takes them from the run's configuration.
 
     The saved file holds the quantized model's state dict, the policy with its test
-    accuracy, and what is needed to rebuild it (``load_quantized``).
+    accuracy, what is needed to rebuild it (``load_quantized``) and ``source``: the policy's
+    digest plus what the caller says about where it came from (run directory, episode).
     """
     for name, value, low in (("epochs", epochs, 0.0), ("lr", lr, 0.0)):
         if not math.isfinite(value) or value <= low:
@@ -100,8 +102,30 @@ def final_finetune(
         "input_shape": list(meta.input_shape),
         "dataset": dataset,
         "result": result,
+        "source": {"policy_sha256": policy.digest(), **(source or {})},
     }
     out_path = save_quantized(out, q, policy, info)
     json_path = out_path.with_suffix(".json")
-    json_path.write_text(json.dumps({**info, "policy": policy.to_dict()}, indent=2) + "\n")
+    atomic_write_json(json_path, {**info, "policy": policy.to_dict()})
     return result
+
+
+def stale_final(run: str | Path) -> str | None:
+    """Why ``RUN/final.pt`` no longer matches the run's best policy, or None when it does (or
+    there is none): a search resumed after ``haq finetune --run`` may have found a better one."""
+    run = Path(run)
+    final, best = run / "final.json", run / "best_policy.json"
+    if not (run / "final.pt").is_file() or not best.is_file():
+        return None
+    record = read_json(final, "finetune record") if final.is_file() else {}
+    if not isinstance(record, dict) or not isinstance(record.get("policy"), dict):
+        return f"{run}/final.pt has no readable record {final.name}; run 'haq finetune --run {run}'"
+    tuned = Policy.from_dict(record["policy"], str(final))
+    now = Policy.load(best)
+    if tuned.key() == now.key():
+        return None
+    return (
+        f"{run}/final.pt was finetuned from the policy of episode {tuned.info.get('episode', '?')}, "
+        f"but the run's best policy is now episode {now.info.get('episode', '?')}: "
+        f"run 'haq finetune --run {run}' again, or remove final.pt to use the new best policy"
+    )

@@ -10,6 +10,7 @@ JSON form (schema in docs/policy-schema.md) is versioned::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from haq.errors import HaqError
+from haq.fileio import atomic_write_json
 
 POLICY_FORMAT = "haq-policy"
 POLICY_VERSION = 1
@@ -163,6 +165,12 @@ class Policy:
         """Hashable identity of the bits (for caches)."""
         return tuple(zip(self.w_bits, self.a_bits, strict=True))
 
+    def digest(self) -> str:
+        """Short SHA-256 of the mode, layer names and bits: what a finetuned file records
+        about the policy it came from."""
+        text = json.dumps([self.mode, self.names, self.w_bits, self.a_bits])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": POLICY_FORMAT,
@@ -177,15 +185,7 @@ class Policy:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a temp file, then rename, so a crash never leaves half a policy."""
-        out = Path(path)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            tmp.replace(out)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise HaqError(f"cannot write policy {str(out)!r}: {err.strerror}") from err
-        return out
+        return atomic_write_json(path, self.to_dict())
 
     def describe(self) -> str:
         """Compact text: ``w8a8`` when uniform, else per-layer pairs."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from haq.checkpoint import builtin_checkpoint, preprocess_for, read_checkpoint, resolve_model
@@ -14,11 +12,13 @@ from haq.data import calibration_loader, load_dataset
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
-from haq.fileio import payload_format
+from haq.fileio import payload_format, save_payload
+from haq.finishing import stale_final
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import QUANTIZED_FORMAT, read_quantized, rebuild_quantized
+from haq.search.config import SearchConfig
 
 FORMATS = ("qonnx", "onnx", "torch")
 
@@ -41,10 +41,13 @@ def load_for_export(
     if run is not None:
         run = Path(run)
         if (run / "final.pt").is_file():
+            stale = stale_final(run)
+            if stale:
+                raise HaqError(stale)
             return _from_quantized(run / "final.pt", policy_path)
         if not (run / "best_policy.json").is_file():
             raise HaqError(f"{run}: no best_policy.json (not a search run directory with episodes)")
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = SearchConfig.load(run / "config.json").to_dict()
         return _from_pretrained(
             policy_path or run / "best_policy.json",
             cfg.get("checkpoint"),
@@ -122,12 +125,11 @@ def export_model(
         )
     if fmt != "torch":
         check_representable(q, fmt)
+    if fmt == "torch":
+        return save_payload(to_payload(q, policy, info), out_path)
     tmp = out_path.with_name(out_path.name + ".partial")
     try:
-        if fmt == "torch":
-            torch.save(to_payload(q, policy, info), tmp)
-        else:
-            export_onnx(q, fmt, tuple(info["input_shape"]), tmp)
+        export_onnx(q, fmt, tuple(info["input_shape"]), tmp)
         tmp.replace(out_path)
     except OSError as err:
         raise HaqError(f"cannot write {str(out_path)!r}: {err.strerror}") from err

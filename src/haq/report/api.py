@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 from pathlib import Path
 
 from haq.errors import HaqError
+from haq.fileio import atomic_write_text
 from haq.report import plots
 from haq.report.data import RunData, load_run
 
@@ -16,6 +18,9 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     if not run_dirs:
         raise HaqError("give at least one run directory")
     runs = [load_run(p) for p in run_dirs]
+    for run in runs:
+        if run.stale:
+            print(f"warning: {run.stale}", file=sys.stderr)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -41,8 +46,22 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         )
     )
     page = out / "index.html"
-    page.write_text(_html(runs, figures))
+    atomic_write_text(page, _html(runs, figures))
     return page
+
+
+def _final_paragraph(run: RunData) -> str:
+    """The final finetune's test accuracy, or the warning that final.pt is stale."""
+    if run.stale:
+        return f"<p><b>Warning:</b> {html.escape(run.stale)}</p>"
+    if run.final is None:
+        return f"<p>Not finetuned yet: <code>haq finetune --run {html.escape(str(run.path))}</code></p>"
+    res = run.final.get("result", {})
+    return (
+        f"<p>Final finetune (final.pt, {res.get('epochs', '?')} epoch(s)): test top-1 "
+        f"<b>{res.get('quantized_test_top1', float('nan')):.2f}%</b>, full precision "
+        f"{res.get('fp_test_top1', float('nan')):.2f}%.</p>"
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -96,6 +115,7 @@ def _html(runs: list[RunData], figures: list[tuple[str, Path]]) -> str:
             f"the search scored and on unseen train images.{spent}</p>"
         )
         parts.append(_table(["policy", "held-out top-1", "unseen top-1"], acc_rows))
+        parts.append(_final_paragraph(run))
         parts.append(
             _table(
                 ["metric", "best policy", "budget", "all w8a8", "policy / w8a8"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,13 @@ import numpy as np
 
 from haq.checkpoint import builtin_checkpoint, read_checkpoint
 from haq.errors import HaqError
+from haq.fileio import read_json
+from haq.finishing import stale_final
 from haq.hardware import load_hardware
 from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
 from haq.models import default_input_shape, load_model_spec
+from haq.search.config import SearchConfig
 from haq.search.runner import read_episodes
 
 
@@ -26,6 +28,8 @@ class RunData:
     episodes: list[dict[str, Any]]
     summary: dict[str, Any] | None
     table: CostTable
+    final: dict[str, Any] | None = None  # final.json of 'haq finetune --run', when current
+    stale: str | None = None  # why final.pt no longer matches the best policy
 
     @property
     def main_metric(self) -> str:
@@ -49,11 +53,16 @@ def load_run(path: str | Path) -> RunData:
     p = Path(path)
     if not (p / "config.json").is_file():
         raise HaqError(f"{p}: not a search run directory (no config.json)")
-    config = json.loads((p / "config.json").read_text())
+    config = SearchConfig.load(p / "config.json").to_dict()
     episodes = read_episodes(p)
-    summary = (
-        json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
-    )
+    summary = None
+    if (p / "summary.json").is_file():
+        summary = read_json(p / "summary.json", "run summary")
+        if not isinstance(summary, dict) or not isinstance(summary.get("best"), dict):
+            raise HaqError(
+                f"{p / 'summary.json'}: not a run summary; remove it "
+                f"(haq search --resume {p} writes it again)"
+            )
     ckpt = config.get("checkpoint") or builtin_checkpoint(config["model"])
     if ckpt is not None:
         meta, _ = read_checkpoint(ckpt)
@@ -65,4 +74,8 @@ def load_run(path: str | Path) -> RunData:
     model = load_model_spec(config["model"], **kwargs)
     layers = extract_layers(model, shape)
     table = cost_table(layers, load_hardware(config["hardware"], config.get("batch")))
-    return RunData(p.name, p, config, episodes, summary, table)
+    stale = stale_final(p)
+    final = None
+    if (p / "final.json").is_file() and stale is None:
+        final = read_json(p / "final.json", "finetune record")
+    return RunData(p.name, p, config, episodes, summary, table, final, stale)

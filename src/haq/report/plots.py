@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from haq.errors import HaqError
 from haq.hardware import ARCHS
 from haq.report.data import RunData
 from haq.search.budget import format_value
@@ -37,8 +38,12 @@ UNIT_SCALE = {
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as err:
+        raise HaqError(f"cannot write {str(path)!r}: {err.strerror}") from err
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -5,13 +5,13 @@ saved as ``config.json`` in the run directory. ``haq search``'s flags are genera
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from haq.errors import HaqError
+from haq.fileio import atomic_write_json, read_json
 from haq.options import opt
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
@@ -222,11 +222,14 @@ class SearchConfig:
         return cls(**args)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> SearchConfig:
+        data = read_json(path, "search configuration")
+        if not isinstance(data, dict):
+            raise HaqError(f"{path}: not a search configuration (a JSON object is expected)")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-            raise HaqError(f"{path}: not a readable search configuration ({err})") from err
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise HaqError(f"{path}: not a valid search configuration ({err})") from err

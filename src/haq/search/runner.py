@@ -16,8 +16,10 @@ accuracy and timings out): the loop never touches the model itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +33,7 @@ from haq.checkpoint import preprocess_for, read_checkpoint, resolve_model
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
-from haq.fileio import save_payload
+from haq.fileio import atomic_write_json, atomic_write_text, read_json, save_payload
 from haq.hardware import load_hardware
 from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
@@ -47,6 +49,10 @@ from haq.search.sensitivity import Sensitivity, measure_sensitivity
 from haq.train import evaluate, pick_device
 
 STATE_FORMAT = "haq-search-state-3"
+RESTORE = (
+    "restore episodes.jsonl from a copy, or start the search again with a new --out "
+    '(docs/runs.md, "Recovering a run")'
+)
 PLANNERS = ("ilp", "greedy")  # strategies that plan on measured sensitivities
 
 
@@ -353,14 +359,44 @@ class Search:
                 f"{path}: corrupt or incompatible search state ({err}); nothing was changed"
             ) from err
 
-    def _truncate_episodes(self) -> None:
-        """Drop lines written after the last checkpoint (the episode in flight is redone)."""
+    def _reconcile_episodes(self) -> None:
+        """Make ``episodes.jsonl`` agree with ``state.pt``, the source of truth for how many
+        episodes are done: a torn last line and records written after the last checkpoint
+        are dropped (that episode runs again); a missing, duplicated or unreadable record
+        earlier in the file is an error that says what to do."""
         path = self.out / "episodes.jsonl"
-        if not path.exists():
-            return
-        lines = path.read_text().splitlines(keepends=True)
-        keep = [ln for ln in lines if ln.strip()][: self.state.episode]
-        path.write_text("".join(keep))
+        done = self.state.episode
+        lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()] if path.exists() else []
+        records: list[str] = []
+        for i, raw in enumerate(lines):
+            try:
+                text = raw.decode("utf-8")
+                number = json.loads(text)["episode"]
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
+                if i == len(lines) - 1 and i >= done:
+                    print(f"note: {path}: dropped a torn last line", file=sys.stderr)
+                    break
+                raise HaqError(
+                    f"{path}: record {i + 1} is unreadable ({type(err).__name__}); {RESTORE}"
+                ) from err
+            records.append(text)
+            if i < done and number != i:
+                raise HaqError(
+                    f"{path}: record {i + 1} is episode {number}, expected {i} (a record was "
+                    f"deleted or duplicated); {RESTORE}"
+                )
+        if len(records) < done:
+            raise HaqError(
+                f"{path} holds {len(records)} of the {done} episodes that state.pt records "
+                f"as done; {RESTORE}"
+            )
+        if len(records) > done:
+            print(
+                f"note: dropped {len(records) - done} record(s) written after the last "
+                f"checkpoint; episode {done} runs again",
+                file=sys.stderr,
+            )
+        atomic_write_text(path, "".join(r + "\n" for r in records[:done]))
 
     def _write_best(self, record: dict[str, Any]) -> None:
         c = self.ctx
@@ -386,7 +422,7 @@ class Search:
         cfg = self.ctx.cfg
         if resume:
             self.load_state()
-            self._truncate_episodes()
+            self._reconcile_episodes()
         if cfg.strategy in PLANNERS and self.state.plan is None:
             self._plan()
             self.save_state()
@@ -402,15 +438,26 @@ class Search:
         try:
             for episode in range(self.state.episode, total):
                 record = self.step(episode)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                try:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                except OSError as err:
+                    raise HaqError(
+                        f"cannot write {self.out / 'episodes.jsonl'}: {err.strerror}; the run "
+                        f"stopped after {episode} episode(s), resume with --resume {self.out}"
+                    ) from err
                 if record["reward"] > self.state.best_reward:
                     self.state.best_reward = record["reward"]
                     self.state.best_episode = episode
                     self._write_best(record)
                 self.state.episode = episode + 1
                 t_save = time.perf_counter()
-                self.save_state()
+                try:
+                    self.save_state()
+                except HaqError as err:
+                    raise HaqError(
+                        f"{err}; the previous checkpoint is intact, resume with --resume {self.out}"
+                    ) from err
                 self.agent_s += time.perf_counter() - t_save  # checkpointing is overhead too
                 best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
                 bar.set_postfix_str(
@@ -421,7 +468,8 @@ class Search:
                 bar.update(1)
         finally:
             bar.close()
-            log.close()
+            with contextlib.suppress(OSError):  # a full disk was reported above
+                log.close()
         return self.summarize()
 
     def _check(self, w: np.ndarray, a: np.ndarray) -> float | None:
@@ -497,7 +545,7 @@ class Search:
                 "agent_fraction": self.agent_s / max(self.agent_s + self.eval_s, 1e-9),
             },
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(self.out / "summary.json", summary)
         return summary
 
 
@@ -508,15 +556,26 @@ def read_episodes(run_dir: Path) -> list[dict[str, Any]]:
             f"{run_dir}: no episodes.jsonl (not a search run directory, or it has not started)"
         )
     records = []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(path.read_bytes().splitlines()):
         if line.strip():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
+                records.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise HaqError(f"{path}: line {i + 1} is not JSON ({err})") from err
+            if not isinstance(records[-1], dict) or "reward" not in records[-1]:
+                raise HaqError(f"{path}: line {i + 1} is not an episode record")
     if not records:
         raise HaqError(f"{path}: the run has no finished episode")
     return records
+
+
+def run_finished(run_dir: Path) -> bool:
+    """Whether the search in ``run_dir`` ran to its end: its summary covers every record."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    summary = read_json(path, "run summary")
+    return isinstance(summary, dict) and summary.get("episodes") == len(read_episodes(run_dir))
 
 
 def resolve_config(
