@@ -14,9 +14,10 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from haq.errors import HaqError
+from haq.options import MAX_WORKERS, SEED_MAX, number
 from haq.runlock import run_lock
 
 DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
@@ -437,6 +438,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+POS_INT, POS_FLOAT = number(int, low=1), number(float, above=0)
+SEED, WORKERS = number(int, low=0, high=SEED_MAX), number(int, low=0, high=MAX_WORKERS)
+RATIO = number(float, above=0, high=1)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
 
 
@@ -445,13 +458,13 @@ def _model_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument(
         "--workers",
-        type=int,
+        type=WORKERS,
         default=None,
         help="loader processes for images on disk (default: cores - 1, at most 8)",
     )
     p.add_argument(
         "--crop-ratio",
-        type=float,
+        type=RATIO,
         default=None,
         help="images on disk: evaluation crop ratio (default: the checkpoint's)",
     )
@@ -460,9 +473,7 @@ def _model_data_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from haq import __version__
 
-    p = argparse.ArgumentParser(
-        prog="haq", description="Hardware-aware mixed-precision quantization"
-    )
+    p = Parser(prog="haq", description="Hardware-aware mixed-precision quantization")
     p.add_argument("--version", action="version", version=f"haq {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -471,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="mobilenet_v2", help="registry name, module:function or file.py:function"
     )
     c.add_argument("--hardware", default="bismo-edge", help="preset name or path to a .toml")
-    c.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
+    c.add_argument("--batch", type=POS_INT, default=None, help="batch size (default: the preset's)")
     c.add_argument(
         "--input-shape", default=None, help="C,H,W (default: the model's, e.g. 3,224,224)"
     )
@@ -505,10 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
     t.add_argument("--dataset", default="fashion-mnist")
     t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=POS_INT, default=10)
+    t.add_argument("--lr", type=POS_FLOAT, default=0.1)
+    t.add_argument("--batch-size", type=POS_INT, default=128)
+    t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     t.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     t.set_defaults(func=cmd_pretrain)
@@ -524,12 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--mode", choices=("linear", "kmeans"), default=None, help="default: the policy's"
     )
-    e.add_argument("--finetune-steps", type=int, default=0)
-    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--finetune-steps", type=number(int, low=0), default=0)
+    e.add_argument("--lr", type=POS_FLOAT, default=1e-3)
     e.add_argument("--per-channel", action="store_true", help="per-channel weight clips")
     e.add_argument("--weight-clip", choices=("kl", "mse", "max"), default="kl")
     e.add_argument("--hardware", default=None, help="also print the policy's cost on this hardware")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_eval)
 
@@ -564,10 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--checkpoint", default=None)
     f.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
     _model_data_flags(f)
-    f.add_argument("--epochs", type=float, default=1.0)
-    f.add_argument("--lr", type=float, default=0.01, help="initial lr of the cosine schedule")
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--epochs", type=POS_FLOAT, default=1.0)
+    f.add_argument("--lr", type=POS_FLOAT, default=0.01, help="initial lr of the cosine schedule")
+    f.add_argument("--batch-size", type=POS_INT, default=128)
+    f.add_argument("--seed", type=SEED, default=0)
     f.add_argument("--device", default=None)
     f.add_argument(
         "--per-channel", action="store_true", help="with --policy: per-channel weight clips"
@@ -622,11 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument(
         "--crop-ratio",
-        type=float,
+        type=RATIO,
         default=None,
         help="evaluation crop: resize the shorter side to H / ratio, crop the centre (default 0.875)",
     )
-    i.add_argument("--workers", type=int, default=None, help="loader processes for images on disk")
+    i.add_argument(
+        "--workers", type=WORKERS, default=None, help="loader processes for images on disk"
+    )
     i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     i.set_defaults(func=cmd_import)
 

@@ -11,18 +11,23 @@ line flags, their defaults in ``--help`` and the saved ``config.json`` all come 
 A field whose metadata has no help text is not a flag. A nested dataclass field contributes
 its own flags, and its given values come back as a nested dict. ``flag`` renames a flag,
 ``budget`` marks a dict field whose keys are flags of their own (``--latency 0.5x``), with an
-example value for each.
+example value for each. ``low``/``high`` bound a number (inclusive), ``above`` excludes its
+value: the flag refuses an out-of-range or non-finite value as it is parsed, and
+``check_bounds`` applies the same bounds to a loaded configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
 
 _MISSING: Any = dataclasses.MISSING
+SEED_MAX = 2**32 - 1  # what numpy and torch both accept as a seed
+MAX_WORKERS = 256  # loader processes
 
 
 def opt(
@@ -34,6 +39,9 @@ def opt(
     choices: tuple[str, ...] | None = None,
     show_default: bool = True,
     budget: dict[str, str] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
 ) -> Any:
     """A dataclass field with its command-line description."""
     meta = {
@@ -42,10 +50,64 @@ def opt(
         "choices": choices,
         "show_default": show_default,
         "budget": budget or {},
+        "bounds": (low, high, above),
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def bound_error(
+    value: float, low: float | None = None, high: float | None = None, above: float | None = None
+) -> str | None:
+    """Why ``value`` breaks the bounds (or is not finite), or None when it is fine."""
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if above is not None and value <= above:
+        return f"must be > {above}, got {value}"
+    if low is not None and value < low:
+        return f"must be >= {low}, got {value}"
+    if high is not None and value > high:
+        return f"must be <= {high}, got {value}"
+    return None
+
+
+def number(
+    cast: type, low: float | None = None, high: float | None = None, above: float | None = None
+) -> Any:
+    """An argparse ``type``: parses with ``cast`` (int or float) and checks the bounds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError as err:
+            kind = "an integer" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from err
+        why = bound_error(value, low, high, above)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    parse.__name__ = cast.__name__
+    return parse
+
+
+def check_bounds(obj: Any) -> str | None:
+    """The first bounds violation among the number fields of dataclass ``obj`` (and of its
+    nested dataclasses), as ``--flag must be ...``; None when all hold."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            why = check_bounds(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            why = bound_error(value, *f.metadata.get("bounds", (None, None, None)))
+            if why:
+                why = f"--{f.metadata.get('flag') or f.name.replace('_', '-')} {why}"
+        else:
+            why = None
+        if why:
+            return why
+    return None
 
 
 def _base_type(tp: Any) -> Any:
@@ -97,6 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kwargs["action"] = "store_true"
         elif typing.get_origin(tp) is list:
             kwargs["type"] = _comma_list
+        elif tp in (int, float):
+            kwargs["type"] = number(tp, *meta["bounds"])
         else:
             kwargs["type"] = tp
         if meta["choices"]:

@@ -79,6 +79,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise HaqError(f"{path}: malformed TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise HaqError(f"{path}: not a text file (hardware files are UTF-8 TOML)") from err
     except OSError as err:
         raise HaqError(f"{path}: cannot read hardware file: {err}") from err
 

@@ -262,7 +262,15 @@ def cost_table(
 
     if not layers:
         raise HaqError("no layers to cost")
-    c = ARCHS[hardware.arch].costs(layers, hardware)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        c = ARCHS[hardware.arch].costs(layers, hardware)
+    for name in ("cycles", "latency_s", "energy_j", "dram_bytes"):
+        values = getattr(c, name)
+        if values is not None and not np.isfinite(values).all():
+            raise HaqError(
+                f"{hardware.source or hardware.name}: the cost model overflows ({name} is not "
+                "finite); check the hardware fields for out-of-range values"
+            )
     info = {"batch": hardware.batch, **(meta or {})}
     return CostTable(
         layers=list(layers),

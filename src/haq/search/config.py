@@ -5,14 +5,13 @@ saved as ``config.json`` in the run directory. ``haq search``'s flags are genera
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
-from haq.options import opt
+from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
 PROTOCOLS = ("fast", "paper")
@@ -64,7 +63,9 @@ class SearchConfig:
         choices=PROTOCOLS,
     )
     hardware: str = opt("bismo-edge", "hardware preset or .toml file")
-    batch: int | None = opt(None, "hardware batch (default: the preset's)", show_default=False)
+    batch: int | None = opt(
+        None, "hardware batch (default: the preset's)", show_default=False, low=1
+    )
     budgets: dict[str, str] = opt(
         help="budget on {metric}: a value like {example} or a ratio like 0.5x of the all-w8a8 "
         "cost on this hardware (size: of the fp32 weights); budgets given together all hold; "
@@ -89,41 +90,48 @@ class SearchConfig:
         "policies to evaluate (default: 60 for haq and random, the 5 best ILP solutions for "
         "ilp, 1 for greedy and uniform)",
         show_default=False,
+        low=1,
     )
-    min_bit: int = opt(2, "lowest bit width the search may choose")
-    max_bit: int = opt(8, "highest bit width the search may choose")
+    min_bit: int = opt(2, "lowest bit width the search may choose", low=1, high=8)
+    max_bit: int = opt(8, "highest bit width the search may choose", low=1, high=8)
     keep_8bit: list[str] = opt(
         help="layers pinned to 8 bits: first, last, none or layer names, comma-separated",
         factory=lambda: ["first", "last"],
     )
-    finetune_steps: int = opt(16, "per-episode finetune steps; 0 = calibration only")
-    finetune_size: int = opt(5000, "training images of the per-episode finetune subset")
-    heldout_size: int = opt(2000, "held-out training images the reward is measured on")
+    finetune_steps: int = opt(16, "per-episode finetune steps; 0 = calibration only", low=0)
+    finetune_size: int = opt(5000, "training images of the per-episode finetune subset", low=1)
+    heldout_size: int = opt(2000, "held-out training images the reward is measured on", low=1)
     check_size: int = opt(
-        2000, "further unseen training images the best policy is re-evaluated on; 0 = none"
+        2000, "further unseen training images the best policy is re-evaluated on; 0 = none", low=0
     )
-    batch_size: int = opt(64, "per-episode finetune batch")
-    lr: float = opt(0.01, "per-episode finetune learning rate")
-    calib_batches: int = opt(2, "calibration batches of 256 images")
-    sensitivity_images: int = opt(256, "images of the ilp / greedy sensitivity batch")
+    batch_size: int = opt(64, "per-episode finetune batch", low=1)
+    lr: float = opt(0.01, "per-episode finetune learning rate", above=0)
+    calib_batches: int = opt(2, "calibration batches of 256 images", low=1)
+    sensitivity_images: int = opt(256, "images of the ilp / greedy sensitivity batch", low=1)
     per_channel: bool = opt(False, "per-output-channel weight clips")
     weight_clip: str = opt("kl", "weight clip method", choices=("kl", "mse", "max"))
-    seed: int = opt(0, "seed of the data split and the per-episode finetune")
+    seed: int = opt(0, "seed of the data split and the per-episode finetune", low=0, high=SEED_MAX)
     workers: int | None = opt(
         None,
         "loader processes for images on disk (default: cores - 1, at most 8)",
         show_default=False,
+        low=0,
+        high=MAX_WORKERS,
     )
     crop_ratio: float | None = opt(
         None,
         "images on disk, evaluation: resize the shorter side to H / ratio, crop the centre "
         "(default: the checkpoint's; 0.875 for ImageNet-style models)",
         show_default=False,
+        above=0,
+        high=1,
     )
     min_crop_scale: float | None = opt(
         None,
         "images on disk, finetuning: smallest area share of the random crop (default 0.08)",
         show_default=False,
+        above=0,
+        high=1,
     )
     device: str | None = opt(
         None, "cpu, cuda, cuda:1 (default: CUDA if available)", show_default=False
@@ -143,29 +151,9 @@ class SearchConfig:
             raise HaqError(f"bit range {self.min_bit}..{self.max_bit} must lie within 1..8")
         if not self.budgets:
             raise HaqError("give at least one budget: --latency, --energy, --size or --bops")
-        decay = self.ddpg.sigma_decay
-        if decay is not None and not 0.0 < decay <= 1.0:
-            raise HaqError(f"--sigma-decay must lie in (0, 1], got {decay}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise HaqError(f"--lr must be a positive number, got {self.lr}")
-        minimum = {
-            "episodes": 1,
-            "warmup": 0,
-            "finetune_steps": 0,
-            "finetune_size": 1,
-            "heldout_size": 1,
-            "check_size": 0,
-            "batch_size": 1,
-            "calib_batches": 1,
-            "sensitivity_images": 1,
-            "batch": 1,
-            "workers": 0,
-        }
-        values = asdict(self) | {"warmup": self.ddpg.warmup_episodes}
-        for name, low in minimum.items():
-            if values[name] is not None and values[name] < low:
-                flag = name.replace("_", "-")
-                raise HaqError(f"--{flag} must be >= {low}, got {values[name]}")
+        why = check_bounds(self)
+        if why:
+            raise HaqError(why)
 
     def resolved(self) -> SearchConfig:
         """A copy with the defaults that depend on other options filled in, as a new run
@@ -203,7 +191,9 @@ class SearchConfig:
                 data["ddpg"] = {**data["ddpg"], **value}
             else:
                 data[key] = copy.deepcopy(value)
-        return SearchConfig.from_dict(data)
+        cfg = SearchConfig.from_dict(data)
+        cfg.validate()
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from haq.options import opt
+from haq.options import SEED_MAX, opt
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DDPGConfig:
     discount: float = 1.0
     replay_episodes: int = 128  # replay capacity = 128 x decisions per episode
     batch_size: int = 64
-    warmup_episodes: int = opt(20, "random warm-up episodes of the haq agent", flag="warmup")
+    warmup_episodes: int = opt(20, "random warm-up episodes of the haq agent", flag="warmup", low=0)
     init_sigma: float = 0.5  # exploration: truncated normal, sigma = 0.5 * decay^(ep - warmup)
     # None: the paper's 0.99 per episode over its 600 episodes, stretched to this run's length
     # (see stretched_sigma_decay); a number is used as given (0.99 = the paper's literal rule)
@@ -47,6 +47,8 @@ class DDPGConfig:
         "the agent's per-episode exploration decay; default: the paper's 0.99 over 600 "
         "episodes stretched to --episodes (0.864 at 60); 0.99 = the paper's literal rule",
         show_default=False,
+        above=0,
+        high=1,
     )
     baseline_alpha: float = 0.5  # moving-average reward baseline
     seed: int = opt(
@@ -54,6 +56,8 @@ class DDPGConfig:
         "seed of the search strategy: the agent's networks and noise, the random strategy's "
         "policies (the data split and the finetunes keep --seed)",
         flag="search-seed",
+        low=0,
+        high=SEED_MAX,
     )
 
     def to_dict(self) -> dict[str, Any]:
