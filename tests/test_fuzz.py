@@ -36,10 +36,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     """``haq ARGV`` in this process: (exit code, stdout, stderr); a traceback fails the test."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse
-            code = int(exc.code or 0)
+        code = main(argv)
     return code, out.getvalue(), err.getvalue()
 
 

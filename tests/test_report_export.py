@@ -114,12 +114,15 @@ def test_export_round_trip_any_model(tiny_ckpt, tmp_path, fmt):
 @pytest.mark.parametrize("fmt", ["qonnx", "onnx", "torch"])
 def test_export_round_trip_reference_models(model_name, fmt, tmp_path):
     model, meta = load_checkpoint(builtin_checkpoint(model_name))
-    x = torch.randn(3, *meta.input_shape)
+    # seeded: onnxruntime and torch sum convolutions in different orders, so a value within
+    # float rounding of a quantization step can land on either side (one level, amplified at
+    # 2 bits by the layers after it); with unseeded inputs this test failed once (2026-11-28)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, *meta.input_shape, generator=gen)
     from haq.quant.calibrate import Calibration
 
-    cal = Calibration(
-        model, [(torch.randn(64, *meta.input_shape), torch.zeros(64, dtype=torch.long))], batches=1
-    )
+    calib = torch.randn(64, *meta.input_shape, generator=gen)
+    cal = Calibration(model, [(calib, torch.zeros(64, dtype=torch.long))], batches=1)
     rng = np.random.default_rng(0)
     n = len(cal.layer_names)
     policy = Policy.from_arrays(cal.layer_names, rng.integers(2, 9, n), rng.integers(2, 9, n))

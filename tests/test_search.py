@@ -359,7 +359,7 @@ def test_resume_refusals(tiny_ckpt, tmp_path):
         ({"budgets": {"power": "1x"}}, "unknown budget metric"),
         ({"finetune_size": 5000}, "exceed"),
         ({"keep_8bit": ["nolayer"]}, "not 'first', 'last' or a layer name"),
-        ({"ddpg": DDPGConfig(sigma_decay=1.5)}, r"sigma-decay must lie in \(0, 1\]"),
+        ({"ddpg": DDPGConfig(sigma_decay=1.5)}, r"--sigma-decay must be <= 1, got 1.5"),
     ],
 )
 def test_bad_search_input_refused_before_work(tiny_ckpt, tmp_path, kw, msg):
@@ -406,5 +406,5 @@ def test_cli_search_bad_sigma_decay_one_line(capsys, tiny_ckpt, tmp_path):
     args += ["--dataset", "digits", "--sigma-decay", "0", "--out", str(tmp_path / "s")]
     code = main(args)
     err = capsys.readouterr().err
-    assert code == 2 and "--sigma-decay must lie in (0, 1]" in err and "Traceback" not in err
+    assert code == 2 and "--sigma-decay: must be > 0, got 0.0" in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()

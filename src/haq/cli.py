@@ -672,7 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad command line (one line printed)
+        return int(done.code or 0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

