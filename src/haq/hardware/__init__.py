@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from haq.hardware import bismo, bitfusion
+from haq.hardware import bismo, bitfusion, bitfusion_sim
 from haq.hardware.config import HardwareConfig, list_presets, load_hardware, parse_hardware
 
-ARCHS: dict[str, ModuleType] = {"bismo": bismo, "bitfusion": bitfusion}
+ARCHS: dict[str, ModuleType] = {
+    "bismo": bismo,
+    "bitfusion": bitfusion,
+    "bitfusion-sim": bitfusion_sim,
+}
 
 
 def list_hardware() -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,3 +68,4 @@ class ArchCosts:
     latency_s: np.ndarray
     dram_bytes: np.ndarray
     energy_j: np.ndarray | None
+    detail: dict[str, np.ndarray] = field(default_factory=dict)  # model-specific [L, 8, 8]

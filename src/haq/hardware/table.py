@@ -24,6 +24,7 @@ from haq.hardware.config import HardwareConfig, parse_hardware
 from haq.layers import LayerSpec
 
 METRICS = ("latency", "energy", "size", "bops")
+DETAIL_UNITS = {"cycles": "cycles per batch", "bits": "bits per batch", "j": "J per batch"}
 METRIC_UNITS = {"latency": "s", "energy": "J", "size": "B", "bops": "bit-ops"}
 
 
@@ -68,6 +69,7 @@ class CostTable:
     energy_j: np.ndarray | None
     dram_bytes: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, np.ndarray] = field(default_factory=dict)  # model-specific [L, 8, 8]
 
     @property
     def layer_names(self) -> list[str]:
@@ -157,6 +159,7 @@ class CostTable:
                 "latency_s": "s per batch",
                 "energy_j": "J per batch",
                 "dram_bytes": "bytes per batch",
+                **{k: DETAIL_UNITS[k.rsplit("_", 1)[-1]] for k in self.detail},
             },
             "index": "[layer, w_bits-1, a_bits-1]",
             "hardware": self.hardware.to_dict(),
@@ -174,12 +177,16 @@ class CostTable:
             "dram_bytes": self.dram_bytes,
             "layer_names": np.array(self.layer_names),
             "meta": np.array(json.dumps(meta)),
+            **{f"detail_{k}": v for k, v in self.detail.items()},
         }
+        tmp = out.with_name(out.name + ".tmp")
         try:
-            with out.open("wb") as fh:
+            with tmp.open("wb") as fh:
                 np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+            tmp.replace(out)
         except OSError as err:
-            raise HaqError(f"cannot write cost table {str(out)!r}: {err}") from err
+            tmp.unlink(missing_ok=True)
+            raise HaqError(f"cannot write cost table {str(out)!r}: {err.strerror}") from err
         return out
 
     @classmethod
@@ -204,6 +211,9 @@ class CostTable:
             energy_j=None if np.isnan(energy).all() else energy,
             dram_bytes=data["dram_bytes"],
             meta=meta,
+            detail={
+                k.removeprefix("detail_"): data[k] for k in data.files if k.startswith("detail_")
+            },
         )
 
     def save_haq_npy(self, path: str | Path) -> Path:
@@ -282,4 +292,5 @@ def cost_table(
         energy_j=c.energy_j,
         dram_bytes=c.dram_bytes,
         meta=info,
+        detail=c.detail,
     )
