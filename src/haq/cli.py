@@ -148,9 +148,11 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     from haq.hardware import ARCHS, list_hardware, load_hardware
 
     if args.action == "list":
-        for name in list_hardware():
-            hw = load_hardware(name)
-            print(f"{name:14s} {hw.arch:10s} batch {hw.batch:<3d} {hw.description}")
+        presets = [load_hardware(name) for name in list_hardware()]
+        rows = [[hw.name, hw.arch, f"batch {hw.batch}", hw.description] for hw in presets]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            print("  ".join(c.ljust(n) for c, n in zip(r, widths, strict=False)) + "  " + r[3])
         return 0
     if not args.name:
         raise HaqError("haq hardware show needs a preset name or a .toml path")

@@ -109,16 +109,17 @@ def _pow2(limit: int, step: int = 1) -> np.ndarray:
 
 
 def tiles(c: Conv, cols: int) -> dict[str, np.ndarray]:
-    """Every tile the simulator tries, as flat int64 arrays of the tile sizes."""
+    """Every tile the simulator tries, as flat float64 arrays of the tile sizes."""
     side = np.arange(math.ceil(math.log2(max(c.oh, c.ow, 1))) + 1)
     oc = _pow2(c.oc) if c.im2col else _pow2(c.oc, cols)
     grid = np.meshgrid(_pow2(c.batch), side, _pow2(c.ic), oc, indexing="ij")
-    b, s, ic, oc = (g.ravel().astype(np.int64) for g in grid)
+    b, s, ic, oc = (g.ravel().astype(np.float64) for g in grid)
     return {"b": b, "ow": np.minimum(2**s, c.ow), "oh": np.minimum(2**s, c.oh), "ic": ic, "oc": oc}
 
 
-def _cdiv(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    return -(-np.asarray(a) // b)
+def _cdiv(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """ceil(a / b) in float64: exact for the integer counts here (all below 2^44)."""
+    return np.ceil(np.divide(a, b))
 
 
 def orders(c: Conv) -> list[tuple[str, ...]]:
@@ -145,7 +146,7 @@ def orders(c: Conv) -> list[tuple[str, ...]]:
 def _bits() -> tuple[np.ndarray, np.ndarray]:
     """Weight and activation bits of the 64 pairs as (64, 1) columns, w-major."""
     w, a = np.meshgrid(np.arange(1, 9), np.arange(1, 9), indexing="ij")
-    return w.reshape(-1, 1), a.reshape(-1, 1)
+    return w.reshape(-1, 1).astype(np.float64), a.reshape(-1, 1).astype(np.float64)
 
 
 def _inner_loop(
@@ -216,6 +217,10 @@ def simulate(c: Conv, params: tuple[tuple[str, float], ...]) -> dict[str, np.nda
     w, a = _bits()
     np_ = rows * (8 // np.maximum(a, 2)) * (8 // np.maximum(w, 2))
     t = tiles(c, cols)
+    size = _tile_sizes(c, t, w, a, np_, cols)
+    fits = (size[0] <= caps[0]) & (size[1] <= caps[1]) & (size[2] <= caps[2])
+    some = fits.any(axis=0)  # tiles that fit at no bit pair are dropped before the search
+    t, fits, size = {k: v[some] for k, v in t.items()}, fits[:, some], [x[:, some] for x in size]
     counts = {
         "B": _cdiv(c.batch, t["b"]),
         "OW": _cdiv(c.ow, t["ow"]),
@@ -230,8 +235,6 @@ def simulate(c: Conv, params: tuple[tuple[str, float], ...]) -> dict[str, np.nda
     else:
         per_tile = t["b"] * _cdiv(t["oc"], cols) * t["ow"] * t["oh"] * k2 * _cdiv(t["ic"], np_)
     compute = n_tiles * per_tile
-    size = _tile_sizes(c, t, w, a, np_, cols)
-    fits = (size[0] <= caps[0]) & (size[1] <= caps[1]) & (size[2] <= caps[2])
     inner = {k: n_tiles * v for k, v in _inner_loop(c, t, w, a, np_, cols).items()}
     sram_inner_pj = (
         inner["wgt"] * p["wbuf_read_pj_per_bit"]
@@ -251,7 +254,7 @@ def simulate(c: Conv, params: tuple[tuple[str, float], ...]) -> dict[str, np.nda
             + mo * (p["obuf_read_pj_per_bit"] + p["obuf_write_pj_per_bit"])
         )
         cand = {
-            "cycles": np.where(fits, compute + stall, np.iinfo(np.int64).max),
+            "cycles": np.where(fits, compute + stall, np.inf),
             "compute_cycles": np.broadcast_to(compute, fits.shape),
             "stall_cycles": stall,
             "dram_bits": dram,
