@@ -10,7 +10,9 @@ batch 2 and an FC layer, at two bit pairs: both must pick the same cycles, traff
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +209,23 @@ def test_table_carries_the_split_and_the_cli_writes_it(tmp_path) -> None:
     saved = np.load(out)
     for key in ("cycles", "latency_s", "energy_j", "detail_dram_energy_j", "detail_stall_cycles"):
         assert key in saved.files
+
+
+def test_matches_the_public_simulators_own_output() -> None:
+    """88 results of the simulator's optimizer itself (tests/data, with provenance): ResNet-18/50,
+    MobileNet-V2 and FC layers at batch 1 and 16, four bit pairs. Cycles, stall cycles and DRAM
+    bits are identical; energy agrees to rounding."""
+    doc = json.loads(
+        (Path(__file__).parent / "data" / "bitfusion_simulator_reference.json").read_text()
+    )
+    assert len(doc["rows"]) == 88
+    for r in doc["rows"]:
+        k, side, s, ic, oc, b, im2col = r["layer"]
+        sim = simulate(Conv(k, k, side, side, s, s, ic, oc, b, im2col), PARAMS)
+        i = pair(r["w"], r["a"])
+        assert (sim["cycles"][i], sim["stall_cycles"][i], sim["dram_bits"][i]) == (
+            r["cycles"],
+            r["stall_cycles"],
+            r["dram_bits"],
+        ), r
+        assert sim["energy_j"][i] * 1e9 == pytest.approx(r["energy_nj"], rel=1e-9)
