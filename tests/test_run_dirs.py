@@ -74,7 +74,7 @@ def test_first_episode_failure_leaves_the_directory_as_it_was(
 ) -> None:
     """A failure in the first evaluation (injected: the tiny model's quantizers bound every
     value, so no real input makes it fail there) removes what the run wrote."""
-    import haq.search.runner as runner
+    import haq.search.parallel as runner  # where episodes are evaluated
 
     def fail(*_args: object, **_kw: object) -> None:
         raise HaqError("injected failure in the first episode")

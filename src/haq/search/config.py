@@ -23,6 +23,11 @@ STRATEGIES = ("auto", "haq", "random", "uniform", "ilp", "greedy")
 DEFAULT_EPISODES = {"haq": 60, "random": 60, "ilp": 5, "greedy": 1, "uniform": 1}
 # what --strategy auto runs for a kind of budget: the benchmark's winner (README, "Which
 # strategy"); a mix of budget kinds takes the strategy all of them agree on, else ilp
+# options a resumed run may change: how it runs, not what it searches (the rounds of a
+# parallel search follow --eval-workers from the resume on)
+CHANGEABLE_ON_RESUME = (
+    "episodes", "device", "workers", "eval_workers", "ray_address", "gpus_per_worker"
+)  # fmt: skip
 RECOMMENDED = {"latency": "ilp", "energy": "ilp", "size": "ilp", "bops": "ilp"}
 
 
@@ -135,6 +140,21 @@ class SearchConfig:
     )
     device: str | None = opt(
         None, "cpu, cuda, cuda:1 (default: CUDA if available)", show_default=False
+    )
+    eval_workers: int = opt(
+        1,
+        "episodes evaluated in parallel, one Ray actor each (pip install 'haq[ray]'); the "
+        "agent proposes that many policies per round",
+        low=1,
+        high=1024,
+    )
+    ray_address: str | None = opt(
+        None,
+        "join this Ray cluster (auto or HOST:PORT) instead of starting one on this machine",
+        show_default=False,
+    )
+    gpus_per_worker: float = opt(
+        1.0, "GPUs per evaluation actor when the cluster has GPUs (fractions share one)", low=0
     )
     ddpg: DDPGConfig = opt(factory=DDPGConfig)
 

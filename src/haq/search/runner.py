@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from haq.checkpoint import preprocess_for, read_checkpoint, resolve_model
+from haq.checkpoint import CheckpointMeta, preprocess_for, read_checkpoint, resolve_model
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
@@ -41,9 +42,10 @@ from haq.policy import Policy
 from haq.runlock import LOCK_NAME, run_lock
 from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
-from haq.search.config import SearchConfig
+from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
+from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
 from haq.search.planners import plan_greedy, plan_ilp
 from haq.search.sensitivity import Sensitivity, measure_sensitivity
 from haq.train import evaluate, pick_device
@@ -120,6 +122,18 @@ def build_context(cfg: SearchConfig) -> SearchContext:
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
     check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    setup, check = build_eval_setup(cfg, model, meta, device)
+    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
+    fp = evaluate(model, held_out, device=device).top1
+    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
+    return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics, check)
+
+
+def build_eval_setup(
+    cfg: SearchConfig, model: nn.Module, meta: CheckpointMeta, device: str
+) -> tuple[EvalSetup, Data | None]:
+    """The per-episode evaluation of a run (data subsets, calibration, finetune settings) and
+    its unseen check subset. Deterministic: every evaluation worker builds the same one."""
     prep = preprocess_for(meta, cfg.crop_ratio, cfg.min_crop_scale)
     train = load_dataset(cfg.dataset, train=True, preprocess=prep)
     if train.input_shape != tuple(meta.input_shape):
@@ -143,10 +157,7 @@ def build_context(cfg: SearchConfig) -> SearchContext:
         device=device,
         workers=cfg.workers,
     )
-    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
-    fp = evaluate(model, held_out, device=device).top1
-    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
-    return SearchContext(cfg, setup, table, budgets, pw, pa, fp, metrics, check)
+    return setup, check
 
 
 @dataclass
@@ -168,6 +179,8 @@ class SearchState:
     agent: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None  # ilp / greedy: Sensitivity.to_dict()
     plan: list[tuple[list[int], list[int]]] | None = None  # ilp / greedy: (w, a) per episode
+    busy_s: float = 0.0  # seconds the evaluation workers spent evaluating
+    pool_wall_s: float = 0.0  # seconds x workers of the rounds' evaluation phases
 
 
 def _key(w: np.ndarray, a: np.ndarray) -> str:
@@ -188,6 +201,7 @@ class Search:
         )
         self.random_rng = np.random.default_rng(cfg.ddpg.seed + 1)  # the search seed
         self.state = SearchState()
+        self.pool: Pool = LocalPool(ctx.setup)  # run() starts Ray actors for --eval-workers N
         self.agent_s = 0.0
         self.eval_s = 0.0
 
@@ -299,20 +313,64 @@ class Search:
             return min(int(cfg.episodes or 1), len(self.state.plan))
         return int(cfg.episodes or 1)
 
-    def step(self, episode: int) -> dict[str, Any]:
+    def round(self, episodes: range) -> list[dict[str, Any]]:
+        """One round: a policy per episode (the agent acts with its current weights and each
+        episode's own noise), the new ones evaluated in parallel, then the agent learns from
+        each in episode order. A round of one episode is the serial search exactly."""
         t0 = time.perf_counter()
-        w0, a0, states, actions = self._propose(episode)
-        w, a = self._enforce(w0, a0)
+        proposals = []
+        for episode in episodes:
+            w0, a0, states, actions = self._propose(episode)
+            proposals.append((w0, a0, *self._enforce(w0, a0), states, actions))
         t1 = time.perf_counter()
-        ev = self.evaluate(w, a)
-        self.state.evaluations += not ev.cached  # the search's cost (not the uniform check's)
+        scored = self._evaluate_round([(p[2], p[3]) for p in proposals])
         t2 = time.perf_counter()
-        reward = self.reward(ev.accuracy)
-        if states is not None:
-            self._learn(episode, states, actions, reward)
+        records = []
+        for episode, (w0, a0, w, a, states, actions), (ev, out) in zip(
+            episodes, proposals, scored, strict=True
+        ):
+            reward = self.reward(ev.accuracy)
+            if states is not None:
+                self._learn(episode, states, actions, reward)
+            records.append(self._record(episode, w0, a0, w, a, ev, out, reward))
         t3 = time.perf_counter()
         self.agent_s += (t1 - t0) + (t3 - t2)
         self.eval_s += t2 - t1
+        self.state.pool_wall_s += (t2 - t1) * self.pool.workers
+        for r in records:
+            r["seconds"] = round((t3 - t0) / len(records), 4)
+        return records
+
+    def _evaluate_round(
+        self, policies: list[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[Evaluated, Outcome | None]]:
+        """Accuracy of every policy; the ones not in the cache are sent to the pool once."""
+        keys = [_key(w, a) for w, a in policies]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        new = [k for k in first if k not in self.state.cache]
+        outcomes = self.pool.evaluate([self.policy(*policies[first[k]]) for k in new])
+        fresh = dict(zip(new, outcomes, strict=True))
+        for k, o in fresh.items():
+            self.state.cache[k] = o.accuracy
+            self.state.busy_s += o.eval_s
+        self.state.evaluations += len(new)  # the search's cost (not the uniform check's)
+        out: list[tuple[Evaluated, Outcome | None]] = []
+        for i, k in enumerate(keys):
+            o = fresh.get(k) if first[k] == i else None
+            out.append((Evaluated(self.state.cache[k], o is None), o))
+        return out
+
+    def _record(
+        self,
+        episode: int,
+        w0: np.ndarray,
+        a0: np.ndarray,
+        w: np.ndarray,
+        a: np.ndarray,
+        ev: Evaluated,
+        out: Outcome | None,
+        reward: float,
+    ) -> dict[str, Any]:
         warm = self.ctx.cfg.strategy == "haq" and episode < self.ctx.cfg.ddpg.warmup_episodes
         return {
             "episode": episode,
@@ -324,8 +382,9 @@ class Search:
             "accuracy": ev.accuracy,
             "reward": reward,
             "cached": ev.cached,
-            "seconds": round(t3 - t0, 4),
-            "eval_seconds": round(t2 - t1, 4),
+            "eval_seconds": round(out.eval_s, 4) if out else 0.0,
+            "worker": out.worker if out else None,
+            "wait_seconds": round(out.wait_s, 4) if out else 0.0,
             "sigma": self.agent.sigma(episode) if self.agent and not warm else None,
         }
 
@@ -427,6 +486,8 @@ class Search:
             self._plan()
             self.save_state()
         total = self._total()
+        if self.state.episode < total:
+            self.pool = make_pool(cfg, self.ctx.setup)
         log = (self.out / "episodes.jsonl").open("a")
         bar = tqdm(
             total=total,
@@ -436,21 +497,11 @@ class Search:
         )
         main_budget = self.ctx.budgets[0]
         try:
-            for episode in range(self.state.episode, total):
-                record = self.step(episode)
-                try:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                except OSError as err:
-                    raise HaqError(
-                        f"cannot write {self.out / 'episodes.jsonl'}: {err.strerror}; the run "
-                        f"stopped after {episode} episode(s), resume with --resume {self.out}"
-                    ) from err
-                if record["reward"] > self.state.best_reward:
-                    self.state.best_reward = record["reward"]
-                    self.state.best_episode = episode
-                    self._write_best(record)
-                self.state.episode = episode + 1
+            for start in range(self.state.episode, total, cfg.eval_workers):
+                episodes = range(start, min(start + cfg.eval_workers, total))
+                for record in self.round(episodes):
+                    self._commit(record, log)
+                self.state.episode = episodes[-1] + 1
                 t_save = time.perf_counter()
                 try:
                     self.save_state()
@@ -460,17 +511,38 @@ class Search:
                     ) from err
                 self.agent_s += time.perf_counter() - t_save  # checkpointing is overhead too
                 best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
-                bar.set_postfix_str(
-                    f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), "
-                    f"{main_budget.metric} {format_value(main_budget.metric, record['cost'][main_budget.metric])}"
-                    f" / {format_value(main_budget.metric, main_budget.limit)}"
+                last = format_value(main_budget.metric, record["cost"][main_budget.metric])
+                worker = (
+                    ""
+                    if record["worker"] is None or self.pool.workers == 1
+                    else (f", worker {record['worker']} waited {record['wait_seconds']:.0f} s")
                 )
-                bar.update(1)
+                bar.set_postfix_str(
+                    f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), {main_budget.metric} "
+                    f"{last} / {format_value(main_budget.metric, main_budget.limit)}{worker}"
+                )
+                bar.update(len(episodes))
         finally:
             bar.close()
+            self.pool.close()
             with contextlib.suppress(OSError):  # a full disk was reported above
                 log.close()
         return self.summarize()
+
+    def _commit(self, record: dict[str, Any], log: Any) -> None:
+        """Append an episode's record; a new best rewrites best_policy.json."""
+        try:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        except OSError as err:
+            raise HaqError(
+                f"cannot write {self.out / 'episodes.jsonl'}: {err.strerror}; the run stopped "
+                f"after {self.state.episode} episode(s), resume with --resume {self.out}"
+            ) from err
+        if record["reward"] > self.state.best_reward:
+            self.state.best_reward = record["reward"]
+            self.state.best_episode = record["episode"]
+            self._write_best(record)
 
     def _check(self, w: np.ndarray, a: np.ndarray) -> float | None:
         """Top-1 of a policy evaluated like an episode but scored on the check subset."""
@@ -544,6 +616,11 @@ class Search:
                 "sensitivity": sens["seconds"],
                 "agent_fraction": self.agent_s / max(self.agent_s + self.eval_s, 1e-9),
             },
+            "parallel": {
+                "eval_workers": c.cfg.eval_workers,
+                "workers_replaced": self.pool.replaced,
+                "utilisation": self.state.busy_s / max(self.state.pool_wall_s, 1e-9),
+            },
         }
         atomic_write_json(self.out / "summary.json", summary)
         return summary
@@ -583,7 +660,7 @@ def resolve_config(
 ) -> SearchConfig:
     """The configuration a run uses: for a new run ``cfg`` (default: the embedded default)
     with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
-    may only grow ``episodes`` or change the ``device``."""
+    may only grow ``episodes`` or change how it runs (``CHANGEABLE_ON_RESUME``)."""
     if not resume:
         if cfg is None and "checkpoint" in overrides and "model" not in overrides:
             overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
@@ -603,7 +680,7 @@ def resolve_config(
             "a resumed run can only grow; nothing was changed"
         )
     before, after = saved.to_dict(), wanted.to_dict()
-    diff = [k for k in after if k not in ("episodes", "device") and after[k] != before[k]]
+    diff = [k for k in after if k not in CHANGEABLE_ON_RESUME and after[k] != before[k]]
     if diff:
         raise HaqError(
             f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "

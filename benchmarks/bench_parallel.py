@@ -1,0 +1,99 @@
+"""Parallel episodes on Ray (issue 11): speed and search quality on this machine.
+
+- speed: wall time of ``haq search --strategy haq`` (60 episodes, the embedded default job
+  otherwise) with 1 worker x all threads (the search process) against 2 Ray workers x 1 thread
+  (``--eval-workers 2``). Target: at least 1.4x faster.
+- quality: the agent proposes K policies per round (K = --eval-workers); does that change the
+  best held-out accuracy at equal episodes? Search seeds 0, 1, 2 at K = 1, 2, 4.
+
+Every search runs as ``haq search`` in a subprocess, alone; results go to --json after each.
+
+    python benchmarks/bench_parallel.py [--parts speed,quality] [--episodes 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(out: Path, *flags: str) -> dict[str, Any]:
+    """One search; its wall time and summary."""
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    cmd = [sys.executable, "-m", "haq.cli", "search", "--out", str(out), "--no-progress"]
+    cmd += ["--no-report", *flags]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "wall_s": round(wall, 1),
+        "best_heldout": summary["best"]["accuracy"],
+        "best_unseen": summary["best"]["check_top1"],
+        "utilisation": summary["parallel"]["utilisation"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="speed,quality")
+    ap.add_argument("--episodes", default="60")
+    ap.add_argument("--root", default="runs/bench_parallel")
+    ap.add_argument("--json", default="benchmarks/results/parallel.json")
+    args = ap.parse_args()
+    path, root = Path(args.json), Path(args.root)
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    results["machine"] = f"{os.cpu_count()} cores"
+    results["date"] = time.strftime("%Y-%m-%d")
+    agent = ["--strategy", "haq", "--episodes", args.episodes]
+
+    def save() -> None:
+        path.write_text(json.dumps(results, indent=1) + "\n")
+
+    if "speed" in args.parts:
+        one = run(root / "speed_k1", *agent)
+        two = run(root / "speed_k2", *agent, "--eval-workers", "2")
+        results["speed"] = {
+            "1 worker": one,
+            "2 workers": two,
+            "speedup": one["wall_s"] / two["wall_s"],
+        }
+        print(json.dumps(results["speed"]), flush=True)
+        save()
+    if "quality" in args.parts:
+        quality: dict[str, Any] = {}
+        for k in (1, 2, 4):
+            runs = [
+                run(
+                    root / f"q_k{k}_s{seed}",
+                    *agent,
+                    "--eval-workers",
+                    str(k),
+                    "--search-seed",
+                    str(seed),
+                )
+                for seed in (0, 1, 2)
+            ]
+            best = [r["best_heldout"] for r in runs]
+            quality[f"K={k}"] = {
+                "best_heldout": best,
+                "mean": statistics.mean(best),
+                "std": statistics.stdev(best),
+                "wall_s": [r["wall_s"] for r in runs],
+            }
+            print(k, json.dumps(quality[f"K={k}"]), flush=True)
+            results["quality"] = quality
+            save()
+
+
+if __name__ == "__main__":
+    main()

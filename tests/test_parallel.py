@@ -1,0 +1,130 @@
+"""Episodes evaluated in parallel by Ray actors (issue 11), on a real local Ray cluster bound to
+127.0.0.1 that the search starts and shuts down itself.
+
+The random strategy's policies do not depend on the rewards, so a parallel random search must
+record exactly the serial one's episodes (the workers run one torch thread each; the serial
+reference does too). The agent runs in rounds; it is checked to finish with every episode
+recorded once. A worker killed mid-search is replaced and its policy evaluated again, and a
+driver killed mid-round resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from haq.search.parallel import RayPool
+from haq.search.runner import read_episodes, search
+from tests.test_search import _strip, tiny_cfg
+
+ray = pytest.importorskip("ray")  # an optional extra; scripts/setup.sh installs it, so CI runs this
+PARALLEL_KEYS = ("worker", "wait_seconds")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _records(run: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in PARALLEL_KEYS}
+        for r in _strip(run / "episodes.jsonl")
+    ]
+
+
+def test_parallel_random_search_records_the_serial_episodes(
+    tiny_ckpt: str, tmp_path: Path, one_thread: None
+) -> None:
+    cfg = tiny_cfg(tiny_ckpt, strategy="random", episodes=6)
+    search(cfg, tmp_path / "serial", progress=False)
+    summary = search(
+        tiny_cfg(tiny_ckpt, strategy="random", episodes=6, eval_workers=2),
+        tmp_path / "ray",
+        progress=False,
+    )
+    assert _records(tmp_path / "ray") == _records(tmp_path / "serial")
+    workers = {r["worker"] for r in read_episodes(tmp_path / "ray") if not r["cached"]}
+    assert workers == {0, 1}  # both actors evaluated
+    assert summary["parallel"]["eval_workers"] == 2 and summary["parallel"]["workers_replaced"] == 0
+    assert 0 < summary["parallel"]["utilisation"] <= 1.0
+    assert not ray.is_initialized()  # the search shut down the cluster it started
+
+
+def test_the_agent_runs_in_rounds(tiny_ckpt: str, tmp_path: Path, one_thread: None) -> None:
+    summary = search(
+        tiny_cfg(tiny_ckpt, episodes=6, eval_workers=3), tmp_path / "haq", progress=False
+    )
+    assert summary["episodes"] == 6
+    assert [r["episode"] for r in read_episodes(tmp_path / "haq")] == list(range(6))
+
+
+def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(
+    tiny_ckpt: str, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RayPool.evaluate
+    calls = {"n": 0}
+
+    def kill_one_then_evaluate(self: RayPool, policies: list) -> list:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second round: worker 0 dies before it can answer
+            ray.kill(self.actors[0])
+        return original(self, policies)
+
+    monkeypatch.setattr(RayPool, "evaluate", kill_one_then_evaluate)
+    cfg = tiny_cfg(tiny_ckpt, strategy="random", episodes=6, eval_workers=2)
+    summary = search(cfg, tmp_path / "ray", progress=False)
+    assert summary["parallel"]["workers_replaced"] == 1
+    search(tiny_cfg(tiny_ckpt, strategy="random", episodes=6), tmp_path / "serial", progress=False)
+    assert _records(tmp_path / "ray") == _records(tmp_path / "serial")  # each once, same scores
+
+
+DRIVER = """
+import sys
+from haq.search.runner import search
+from tests.test_search import tiny_cfg
+cfg = tiny_cfg(sys.argv[1], strategy="random", episodes=int(sys.argv[3]), eval_workers=2)
+search(cfg, sys.argv[2], progress=False)
+"""
+
+
+def test_resume_after_the_driver_is_killed(
+    tiny_ckpt: str, tmp_path: Path, one_thread: None
+) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, tiny_ckpt, str(run), "16"], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # kill it once two rounds are recorded
+            log = run / "episodes.jsonl"
+            if log.is_file() and len(log.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the parallel search recorded no episodes in 240 s")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and what it started
+        driver.wait()
+    done = len(read_episodes(run))
+    assert 4 <= done < 16
+    summary = search(None, run, resume=True, progress=False)
+    assert summary["episodes"] == 16
+    assert [r["episode"] for r in read_episodes(run)] == list(range(16))
+    search(tiny_cfg(tiny_ckpt, strategy="random", episodes=16), tmp_path / "serial", progress=False)
+    assert _records(run) == _records(tmp_path / "serial")
+    assert json.loads((run / "config.json").read_text())["eval_workers"] == 2
