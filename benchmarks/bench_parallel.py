@@ -40,6 +40,8 @@ def run(out: Path, *flags: str) -> dict[str, Any]:
         "best_heldout": summary["best"]["accuracy"],
         "best_unseen": summary["best"]["check_top1"],
         "utilisation": summary["parallel"]["utilisation"],
+        "agent_s_per_episode": summary["timing_s"]["agent"] / summary["episodes"],
+        "eval_wall_s_per_episode": summary["timing_s"]["evaluation"] / summary["episodes"],
     }
 
 

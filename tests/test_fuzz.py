@@ -166,7 +166,7 @@ NUMERIC_FLAGS = {
         "--batch", "--episodes", "--min-bit", "--max-bit", "--finetune-steps", "--finetune-size",
         "--heldout-size", "--check-size", "--batch-size", "--lr", "--calib-batches",
         "--sensitivity-images", "--seed", "--workers", "--crop-ratio", "--min-crop-scale",
-        "--warmup", "--sigma-decay", "--search-seed",
+        "--warmup", "--sigma-decay", "--search-seed", "--eval-workers", "--gpus-per-worker",
     ],
     "finetune": ["--epochs", "--lr", "--batch-size", "--seed", "--workers", "--crop-ratio"],
     "eval": ["--finetune-steps", "--lr", "--seed", "--workers", "--crop-ratio"],

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from haq.search.parallel import RayPool
+from haq.errors import HaqError
+from haq.search.parallel import RayPool, _start_local_ray
 from haq.search.runner import read_episodes, search
 from tests.test_search import _strip, tiny_cfg
 
@@ -36,6 +37,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local cluster for the tests that do not check its start and shutdown: a search
+    joins a running cluster and leaves it running."""
+    _start_local_ray(ray)
+    yield
+    ray.shutdown()
 
 
 def _records(run: Path) -> list[dict]:
@@ -63,7 +73,9 @@ def test_parallel_random_search_records_the_serial_episodes(
     assert not ray.is_initialized()  # the search shut down the cluster it started
 
 
-def test_the_agent_runs_in_rounds(tiny_ckpt: str, tmp_path: Path, one_thread: None) -> None:
+def test_the_agent_runs_in_rounds(
+    tiny_ckpt: str, tmp_path: Path, one_thread: None, cluster: None
+) -> None:
     summary = search(
         tiny_cfg(tiny_ckpt, episodes=6, eval_workers=3), tmp_path / "haq", progress=False
     )
@@ -72,7 +84,11 @@ def test_the_agent_runs_in_rounds(tiny_ckpt: str, tmp_path: Path, one_thread: No
 
 
 def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(
-    tiny_ckpt: str, tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+    tiny_ckpt: str,
+    tmp_path: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: None,
 ) -> None:
     original = RayPool.evaluate
     calls = {"n": 0}
@@ -128,3 +144,13 @@ def test_resume_after_the_driver_is_killed(
     search(tiny_cfg(tiny_ckpt, strategy="random", episodes=16), tmp_path / "serial", progress=False)
     assert _records(run) == _records(tmp_path / "serial")
     assert json.loads((run / "config.json").read_text())["eval_workers"] == 2
+
+
+def test_without_ray_parallel_workers_are_refused_in_one_line(
+    tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    cfg = tiny_cfg(tiny_ckpt, strategy="random", episodes=2, eval_workers=2)
+    with pytest.raises(HaqError, match=r"--eval-workers 2 needs Ray: pip install 'haq\[ray\]'"):
+        search(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
