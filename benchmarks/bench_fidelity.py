@@ -5,7 +5,7 @@
    Median and worst relative error of cycles and energy for ``bitfusion-45nm``, ``bitfusion``
    and ``bitfusion`` with 32-bit outputs.
 2. BISMO cloud: ``bismo-cloud`` against the HAQ authors' released latency table (MobileNet-V2,
-   100 classes, batch 16, even layers; benchmarks/data). Rank correlation of the per-layer w8a8
+   100 classes, batch 16, even layers; tests/data). Rank correlation of the per-layer w8a8
    cost, share of layers whose w1/w8 and a1/a8 cost ratios are within 1.5x of the table's,
    uniform w2a2 / w4a4 / w6a6 cost against w8a8.
 
@@ -32,7 +32,7 @@ from haq.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_REFERENCE = ROOT / "tests" / "data" / "bitfusion_simulator_reference.json"
-HAQ_TABLE = ROOT / "benchmarks" / "data" / "haq_cloud_mobilenetv2_batch16_even_layers.csv"
+HAQ_TABLE = ROOT / "tests" / "data" / "haq_cloud_mobilenetv2_batch16_even_layers.csv"
 
 
 def layer(k: int, side: int, s: int, ic: int, oc: int, first: bool) -> LayerSpec:

@@ -16,8 +16,10 @@ Mapping (documented in docs/hardware-models.md):
   depthwise layers look memory bound on the low-bandwidth edge configuration.
 - Execute instructions: ceil(M/Dm) * ceil(N'/Dn) * w * a per packed GEMM, each streaming
   ceil(K'/Dk) slices plus ``instr_overhead_cycles``.
-- DRAM bytes: RHS once; LHS once when either operand fits its on-chip buffer, else once per
-  RHS chunk that fits; results written at ``output_bits`` per element.
+- DRAM bytes: RHS once per ``weight_fetch_images`` images of the batch (0: once per batch;
+  1: once per image); LHS once when either operand fits its on-chip buffer, else
+  once per RHS chunk that fits; results written at ``output_bits`` per element (0: requantized on chip
+  to the layer's activation bits, as for BitFusion).
 - Fetch, execute and result stages overlap: cycles = max(compute, memory) + fill/drain (the
   first LHS and RHS tile and the last result tile, which cannot overlap) + layer setup.
 - No energy model has been published for BISMO: energy is not available.
@@ -48,7 +50,19 @@ FIELDS: dict[str, FieldSpec] = {
         "pipeline overhead per execute instruction, cycles", allow_zero=True
     ),
     "layer_setup_cycles": FieldSpec("fixed cycles per layer (instruction setup)", allow_zero=True),
-    "output_bits": FieldSpec("bits per result element written to DRAM", integer=True),
+    "weight_fetch_images": FieldSpec(
+        "images of the batch served by one fetch of a layer's weights (1: fetched for every "
+        "image; 0, the default: once per batch)",
+        allow_zero=True,
+        integer=True,
+        default=0,
+    ),
+    "output_bits": FieldSpec(
+        "bits per result element written to DRAM; 0 = requantized on chip to the layer's "
+        "activation bits",
+        allow_zero=True,
+        integer=True,
+    ),
 }
 
 
@@ -72,19 +86,19 @@ def costs(layers: Sequence[LayerSpec], hw: HardwareConfig) -> ArchCosts:
 
     lhs_bytes = m_pad * k_pad * a / 8.0  # per packed GEMM, bit-serial and padded
     rhs_bytes = k_pad * n_pad * w / 8.0
-    out_bytes = s.m * s.n * s.groups * p["output_bits"] / 8.0
+    out_bits = a if p["output_bits"] == 0 else p["output_bits"]
+    out_bytes = s.m * s.n * s.groups * out_bits / 8.0
     lhs_buf, rhs_buf = p["lhs_buffer_kib"] * 1024.0, p["rhs_buffer_kib"] * 1024.0
     fits = (rhs_bytes <= rhs_buf) | (lhs_bytes <= lhs_buf)
     lhs_reads = np.where(fits, 1.0, np.ceil(rhs_bytes / rhs_buf))
-    dram_bytes = n_gemms * (rhs_bytes + lhs_bytes * lhs_reads) + out_bytes
+    rhs_fetches = np.ceil(hw.batch / (p["weight_fetch_images"] or hw.batch))
+    dram_bytes = n_gemms * (rhs_bytes * rhs_fetches + lhs_bytes * lhs_reads) + out_bytes
 
     clock_hz = p["clock_mhz"] * 1e6
     bytes_per_cycle = p["dram_bandwidth_gbs"] * 1e9 * p["dram_efficiency"] / clock_hz
     memory = dram_bytes / bytes_per_cycle
     first_k = np.minimum(k_pad, dk)
-    fill_drain_bytes = (dm * first_k * a + first_k * dn * w) / 8.0 + dm * dn * p[
-        "output_bits"
-    ] / 8.0
+    fill_drain_bytes = (dm * first_k * a + first_k * dn * w + dm * dn * out_bits) / 8.0
     cycles = (
         np.maximum(compute, memory) + fill_drain_bytes / bytes_per_cycle + p["layer_setup_cycles"]
     )

@@ -26,11 +26,13 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One numeric field of a hardware file: its meaning and unit, and whether 0 is allowed."""
+    """One numeric field of a hardware file: its meaning and unit, whether 0 is allowed, and
+    the value a file that does not set it gets (None: the field is required)."""
 
     description: str
     allow_zero: bool = False
     integer: bool = False
+    default: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,9 @@ def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
     specs: dict[str, FieldSpec] = ARCHS[arch].FIELDS
     params: dict[str, float] = {}
     for key, spec in specs.items():
-        if key not in data:
+        if key not in data and spec.default is None:
             raise HaqError(f"{where}: missing field {key!r} ({spec.description})")
-        value = data[key]
+        value = data.get(key, spec.default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HaqError(f"{where}: field {key!r} must be a number (got {value!r})")
         if not math.isfinite(value):
