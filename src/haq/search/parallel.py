@@ -109,10 +109,15 @@ class RayPool:
         self.ray, self.workers, self.replaced = ray, n, 0
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
-            if cfg.ray_address:
-                ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
-            else:
-                _start_local_ray(ray)
+            try:
+                if cfg.ray_address:
+                    ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
+                else:
+                    _start_local_ray(ray)
+            except (Exception, SystemExit) as err:  # Ray raises, or exits, when it cannot
+                where = cfg.ray_address or "on this machine"
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise HaqError(f"cannot start or join a Ray cluster {where}: {first}") from err
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0) > 0
         cpus = resources.get("CPU", 1) / n
