@@ -1,8 +1,10 @@
 """Parallel episodes on Ray (issue 11): speed and search quality on this machine.
 
-- speed: wall time of ``haq search --strategy haq`` (60 episodes, the embedded default job
-  otherwise) with 1 worker x all threads (the search process) against 2 Ray workers x 1 thread
-  (``--eval-workers 2``). Target: at least 1.4x faster.
+- speed: wall time of ``haq search --strategy haq`` and ``--strategy random`` (60 episodes, the
+  embedded default job otherwise) with 1 worker x all threads (the search process) against 2
+  Ray workers x 1 thread (``--eval-workers 2``), and evaluation wall time per distinct policy
+  evaluated (the agent in rounds may evaluate more distinct policies; the random strategy
+  evaluates the same ones at any K). Target: at least 1.4x faster.
 - quality: the agent proposes K policies per round (K = --eval-workers); does that change the
   best held-out accuracy at equal episodes? Search seeds 0, 1, 2 at K = 1, 2, 4.
 
@@ -42,6 +44,9 @@ def run(out: Path, *flags: str) -> dict[str, Any]:
         "utilisation": summary["parallel"]["utilisation"],
         "agent_s_per_episode": summary["timing_s"]["agent"] / summary["episodes"],
         "eval_wall_s_per_episode": summary["timing_s"]["evaluation"] / summary["episodes"],
+        "evaluations": summary["search_cost"]["policy_evaluations"],
+        "s_per_evaluation": summary["timing_s"]["evaluation"]
+        / max(1, summary["search_cost"]["policy_evaluations"]),
     }
 
 
@@ -49,6 +54,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="speed,quality")
     ap.add_argument("--episodes", default="60")
+    ap.add_argument(
+        "--speed-strategies", default="haq,random", help="random: the same policies at any K"
+    )
     ap.add_argument("--root", default="runs/bench_parallel")
     ap.add_argument("--json", default="benchmarks/results/parallel.json")
     args = ap.parse_args()
@@ -61,15 +69,17 @@ def main() -> None:
     def save() -> None:
         path.write_text(json.dumps(results, indent=1) + "\n")
 
-    if "speed" in args.parts:
-        one = run(root / "speed_k1", *agent)
-        two = run(root / "speed_k2", *agent, "--eval-workers", "2")
-        results["speed"] = {
+    for strategy in args.speed_strategies.split(",") if "speed" in args.parts else []:
+        flags = ["--strategy", strategy, "--episodes", args.episodes]
+        one = run(root / f"speed_{strategy}_k1", *flags)
+        two = run(root / f"speed_{strategy}_k2", *flags, "--eval-workers", "2")
+        results[f"speed_{strategy}"] = {
             "1 worker": one,
             "2 workers": two,
-            "speedup": one["wall_s"] / two["wall_s"],
+            "wall_speedup": one["wall_s"] / two["wall_s"],
+            "seconds_per_evaluation_speedup": one["s_per_evaluation"] / two["s_per_evaluation"],
         }
-        print(json.dumps(results["speed"]), flush=True)
+        print(strategy, json.dumps(results[f"speed_{strategy}"]), flush=True)
         save()
     if "quality" in args.parts:
         quality: dict[str, Any] = {}
