@@ -38,9 +38,12 @@ UNIT_SCALE = {
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")  # written whole, then renamed
     try:
-        fig.savefig(path)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+        tmp.replace(path)
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise HaqError(f"cannot write {str(path)!r}: {err.strerror}") from err
     finally:
         plt.close(fig)
