@@ -86,9 +86,6 @@ class EvalWorker:
         device = str(pick_device(config.device))  # cpu, or the GPU Ray assigned
         self.setup, _ = build_eval_setup(config, model, meta, device)
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def evaluate(self, names: list[str], w: list[int], a: list[int], mode: str) -> tuple:
         started = time.time()
         policy = Policy.from_arrays(names, np.array(w), np.array(a), mode)
