@@ -132,3 +132,17 @@ def test_hardware_list_and_show(capsys):
     }
     code, out, _ = run(capsys, "hardware", "show", "bitfusion")
     assert code == 0 and "dram_pj_per_bit" in out and "energy model: yes" in out
+
+
+def test_closed_pipe_is_quiet():
+    """`haq cost ... | head -1`: the reader goes away mid-output; no traceback, SIGPIPE's status."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "haq.cli", "cost", "--model", "resnet50", "--hardware", "bitfusion"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before a single line is read: the first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "Traceback" not in err, err

@@ -20,20 +20,22 @@ def test_bismo_edge_pointwise_by_hand():
     # 1x1 conv, 64 -> 128 channels on 14x14, batch 1, on 8 x 256 x 8 at 200 MHz.
     # GEMM M=196 (pad 200, 25 tiles), K=64 (pad 256, 1 slice), N=128 (16 tiles).
     t = cost_table([conv_spec(64, 128, 1, 14)], load_hardware("bismo-edge"))
-    # w8a8: 25*16*64 = 25,600 instructions x (1 slice + 1 overhead) = 51,200 compute cycles
-    assert t.compute_cycles[0, 7, 7] == pytest.approx(51200)
-    # DRAM: LHS 200*256 B + RHS 256*128 B + 32-bit results 196*128*4 B = 184,320 B
-    assert t.dram_bytes[0, 7, 7] == pytest.approx(184320)
-    # at 2.1 GB/s * 0.75 / 200 MHz = 7.875 B/cycle -> 23,405.7 memory cycles: compute bound
+    # w8a8: 25*16*64 = 25,600 instructions x 1 slice (no per-instruction overhead)
+    assert t.compute_cycles[0, 7, 7] == pytest.approx(25600)
+    # DRAM: LHS 200*256 B + RHS 256*128 B + results requantized to 8 bits 196*128 B = 109,056 B
+    assert t.dram_bytes[0, 7, 7] == pytest.approx(109056)
+    # at 2.1 GB/s * 0.75 / 200 MHz = 7.875 B/cycle -> 13,848.4 memory cycles: compute bound
     assert not t.memory_bound[0, 7, 7]
-    # + fill/drain (4096 B of first tiles + 256 B of last results)/7.875 + 500 setup cycles
-    assert t.cycles[0, 7, 7] == pytest.approx(51200 + 4352 / 7.875 + 500)
-    assert t.latency_s[0, 7, 7] == pytest.approx((51200 + 4352 / 7.875 + 500) / 200e6)
-    # w2a4: 3,200 instructions -> 6,400 cycles; DRAM 25,600 + 8,192 + 100,352 B: memory bound
-    assert t.compute_cycles[0, 1, 3] == pytest.approx(6400)
-    assert t.dram_bytes[0, 1, 3] == pytest.approx(134144)
+    # + fill/drain (4096 B of first tiles + 64 B of the last 8x8 results)/7.875 + 500 setup cycles
+    assert t.cycles[0, 7, 7] == pytest.approx(25600 + 4160 / 7.875 + 500)
+    assert t.latency_s[0, 7, 7] == pytest.approx((25600 + 4160 / 7.875 + 500) / 200e6)
+    # w2a4: 3,200 instructions -> 3,200 cycles; DRAM 25,600 + 8,192 + 12,544 (4-bit results)
+    # = 46,336 B -> 5,884 memory cycles: memory bound
+    assert t.compute_cycles[0, 1, 3] == pytest.approx(3200)
+    assert t.dram_bytes[0, 1, 3] == pytest.approx(46336)
     assert t.memory_bound[0, 1, 3]
-    assert t.cycles[0, 1, 3] == pytest.approx(134144 / 7.875 + 1792 / 7.875 + 500)
+    # fill/drain: 1,536 B of first tiles + 32 B of the last results at 4 bits
+    assert t.cycles[0, 1, 3] == pytest.approx(46336 / 7.875 + 1568 / 7.875 + 500)
     assert t.energy_j is None
 
 

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -688,6 +689,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("haq: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`haq cost ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141  # what a shell reports for a process killed by SIGPIPE
 
 
 if __name__ == "__main__":
