@@ -10,7 +10,8 @@
 
 Every search runs as ``haq search`` in a subprocess, alone; results go to --json after each.
 
-    python benchmarks/bench_parallel.py [--parts speed,quality] [--episodes 60]
+    python benchmarks/bench_parallel.py [--parts speed,quality] [--episodes 60] [--ks 1,2,4]
+        [--seeds 0,1,2]   (quality is incremental: measured K/seed pairs are skipped)
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument(
         "--speed-strategies", default="haq,random", help="random: the same policies at any K"
     )
+    ap.add_argument("--ks", default="1,2,4", help="quality: proposals per round (= workers)")
+    ap.add_argument("--seeds", default="0,1,2", help="quality: search seeds")
     ap.add_argument("--root", default="runs/bench_parallel")
     ap.add_argument("--json", default="benchmarks/results/parallel.json")
     args = ap.parse_args()
@@ -82,29 +85,20 @@ def main() -> None:
         print(strategy, json.dumps(results[f"speed_{strategy}"]), flush=True)
         save()
     if "quality" in args.parts:
-        quality: dict[str, Any] = {}
-        for k in (1, 2, 4):
-            runs = [
-                run(
-                    root / f"q_k{k}_s{seed}",
-                    *agent,
-                    "--eval-workers",
-                    str(k),
-                    "--search-seed",
-                    str(seed),
-                )
-                for seed in (0, 1, 2)
-            ]
-            best = [r["best_heldout"] for r in runs]
-            quality[f"K={k}"] = {
-                "best_heldout": best,
-                "mean": statistics.mean(best),
-                "std": statistics.stdev(best),
-                "wall_s": [r["wall_s"] for r in runs],
-            }
-            print(k, json.dumps(quality[f"K={k}"]), flush=True)
-            results["quality"] = quality
-            save()
+        quality: dict[str, Any] = results.setdefault("quality", {})
+        for k in [int(x) for x in args.ks.split(",")]:
+            entry = quality.setdefault(f"K={k}", {"runs": {}})
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                if str(seed) in entry["runs"]:  # incremental: measured before
+                    continue
+                out = root / f"q_k{k}_s{seed}"
+                flags = ["--eval-workers", str(k), "--search-seed", str(seed)]
+                entry["runs"][str(seed)] = run(out, *agent, *flags)
+                best = [r["best_heldout"] for r in entry["runs"].values()]
+                entry["best_heldout_mean"] = statistics.mean(best)
+                entry["best_heldout_std"] = statistics.stdev(best) if len(best) > 1 else 0.0
+                print(k, seed, json.dumps(entry["runs"][str(seed)]), flush=True)
+                save()
 
 
 if __name__ == "__main__":
