@@ -45,7 +45,7 @@ from haq.checkpoint import builtin_checkpoint, load_checkpoint
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.layers import extract_layers
-from haq.search.budget import check_feasible, parse_budget
+from haq.search.budget import _fits, check_feasible, parse_budget
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, action_to_bits
@@ -53,7 +53,17 @@ from haq.search.planners import plan_ilp
 from haq.search.runner import Evaluated, Search, SearchContext, resolve_pins
 from haq.search.sensitivity import Sensitivity
 
-VARIANTS = ("actor", "centre", "literal", "penalty", "bounded", "bounded-nostate", "centre-penalty")
+VARIANTS = (
+    "actor",
+    "centre",
+    "literal",
+    "penalty",
+    "bounded",
+    "bounded-nostate",
+    "centre-penalty",
+    "shift",
+    "shift-actor",
+)
 
 
 class ProxySearch(Search):
@@ -67,6 +77,9 @@ class ProxySearch(Search):
         self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
 
     def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+        if self.variant.startswith("shift") and self.agent is not None:
+            _, _, states, actions = super()._propose(episode)
+            return shift_episode(self, states, actions, store_shifted=self.variant == "shift")
         if not self.variant.startswith("bounded") or self.agent is None:
             return super()._propose(episode)
         return bounded_episode(self, episode, with_state=self.variant == "bounded")
@@ -77,8 +90,8 @@ class ProxySearch(Search):
         jitter = np.random.default_rng(int.from_bytes(key[:8], "little")).normal(0, self.noise)
         return self.ctx.fp_accuracy - self.c * planned + jitter
 
-    def evaluate(self, w: np.ndarray, a: np.ndarray) -> Evaluated:
-        return Evaluated(self.proxy(w, a), False)
+    def _evaluate_round(self, policies: list[tuple[np.ndarray, np.ndarray]]) -> list:
+        return [(Evaluated(self.proxy(w, a), False), None) for w, a in policies]
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.last_bits = super()._enforce(w, a)
@@ -107,6 +120,33 @@ class ProxySearch(Search):
                 np.float32
             )
         super()._learn(episode, states, actions, reward)
+
+
+def shift_episode(s: Search, states: np.ndarray, actions: np.ndarray, store_shifted: bool):
+    """Enforce the budget by one global shift of every action (the smallest t >= 0 such that
+    the bits of ``actions - t`` fit), instead of trimming layers from the last to the first:
+    the agent's absolute level stops mattering, only its preferences between decisions do.
+    ``store_shifted``: the replay gets the shifted actions (the policy as run)."""
+    cfg, ep = s.ctx.cfg, s.episode_spec
+    span = cfg.max_bit - cfg.min_bit + 1
+    acts = np.asarray(actions, dtype=np.float64)
+
+    def bits(t: float) -> tuple[np.ndarray, np.ndarray]:
+        return s._pin(*ep.actions_to_bits(np.clip(acts - t, 0, 1), cfg.min_bit, cfg.max_bit))
+
+    steps = (acts[:, None] - np.arange(span + 1)[None, :] / span).ravel() + 1e-9
+    cands = np.concatenate([[0.0], np.unique(steps[(steps > 0) & (steps <= 1 + 1e-9)])])
+    lo, hi = 0, len(cands) - 1  # cands[hi] leaves every decision at min_bit: feasible
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _fits(s.ctx.table, *bits(float(cands[mid])), s.ctx.budgets):
+            hi = mid
+        else:
+            lo = mid + 1
+    t = float(cands[lo])
+    w, a = bits(t)
+    stored = np.clip(acts - t, 0, 1).astype(np.float32) if store_shifted else actions
+    return w, a, states, stored
 
 
 def bounded_episode(s: Search, episode: int, with_state: bool):
@@ -204,7 +244,7 @@ def run_one(
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
     if variant == "bounded":
         s.agent = DDPG(STATE_DIM + 2, len(s.episode_spec), cfg.ddpg)
-    accs = [s.step(e)["accuracy"] for e in range(args.episodes)]
+    accs = [s.round(range(e, e + 1))[0]["accuracy"] for e in range(args.episodes)]
     return accs, float(np.mean(s.at_max[-10:]))
 
 
