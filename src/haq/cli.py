@@ -473,13 +473,8 @@ def _model_data_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from haq import __version__
-
-    p = Parser(prog="haq", description="Hardware-aware mixed-precision quantization")
-    p.add_argument("--version", action="version", version=f"haq {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_cost(sub: Any) -> None:
+    """`haq cost` and its flags."""
     c = sub.add_parser("cost", help="per-layer latency/energy/size/BOPs of a policy on a hardware")
     c.add_argument(
         "--model", default="mobilenet_v2", help="registry name, module:function or file.py:function"
@@ -510,11 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=cmd_cost)
 
+
+def _add_hardware(sub: Any) -> None:
+    """`haq hardware` and its flags."""
     h = sub.add_parser("hardware", help="list or show hardware presets")
     h.add_argument("action", choices=("list", "show"))
     h.add_argument("name", nargs="?", default=None)
     h.set_defaults(func=cmd_hardware)
 
+
+def _add_pretrain(sub: Any) -> None:
+    """`haq pretrain` and its flags."""
     t = sub.add_parser("pretrain", help="train a reference model from scratch")
     t.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
     t.add_argument("--dataset", default="fashion-mnist")
@@ -527,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
     t.set_defaults(func=cmd_pretrain)
 
+
+def _add_eval(sub: Any) -> None:
+    """`haq eval` and its flags."""
     e = sub.add_parser("eval", help="accuracy of a policy (quantize, optional finetune, test set)")
     e.add_argument("--model", default=None, help=MODEL_HELP)
     e.add_argument(
@@ -547,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_eval)
 
+
+def _add_search(sub: Any) -> None:
+    """`haq search` and its flags."""
     sp = sub.add_parser(
         "search",
         help="find a mixed-precision policy under budgets (HAQ agent, planners or baselines)",
@@ -569,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_search)
 
+
+def _add_finetune(sub: Any) -> None:
+    """`haq finetune` and its flags."""
     f = sub.add_parser("finetune", help="long final finetune of a policy; test-set accuracy")
     f.add_argument("--run", default=None, help="a search run directory (uses its best policy)")
     f.add_argument(
@@ -593,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_finetune)
 
+
+def _add_import(sub: Any) -> None:
+    """`haq import` and its flags."""
     i = sub.add_parser(
         "import",
         help="make a haq checkpoint from a state dict file (torchvision, timm or your own training)",
@@ -646,11 +659,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     i.set_defaults(func=cmd_import)
 
+
+def _add_report(sub: Any) -> None:
+    """`haq report` and its flags."""
     r = sub.add_parser("report", help="HTML + PNG report of one or more search runs")
     r.add_argument("runs", nargs="+", help="run directories (several: side by side)")
     r.add_argument("--out", default="report", help="output directory (default ./report)")
     r.set_defaults(func=cmd_report)
 
+
+def _add_export(sub: Any) -> None:
+    """`haq export` and its flags."""
     x = sub.add_parser("export", help="export a quantized model: qonnx, onnx (QDQ) or torch")
     x.add_argument(
         "--run", default=None, help="a search run (its final.pt if finetuned, else its best policy)"
@@ -670,6 +689,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.set_defaults(func=cmd_export)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    from haq import __version__
+
+    p = Parser(prog="haq", description="Hardware-aware mixed-precision quantization")
+    p.add_argument("--version", action="version", version=f"haq {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_cost,
+        _add_hardware,
+        _add_pretrain,
+        _add_eval,
+        _add_search,
+        _add_finetune,
+        _add_import,
+        _add_report,
+        _add_export,
+    ):
+        add(sub)
     return p
 
 
