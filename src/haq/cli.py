@@ -372,56 +372,30 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from haq.finishing import final_finetune
-    from haq.policy import Policy
-    from haq.search.config import SearchConfig
-    from haq.search.runner import run_finished
+    from haq.finishing import job_from_policy, job_from_run
 
     if args.run:
-        run = Path(args.run)
-        if not (run / "best_policy.json").is_file():
-            raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
-        cfg = SearchConfig.load(run / "config.json")
-        policy = Policy.load(args.policy or run / "best_policy.json")
-        source = {"run": str(run), "episode": policy.info.get("episode")}
-        if not run_finished(run):
-            print(
-                f"note: the search in {run} has not finished; finetuning its best policy so "
-                f"far (episode {source['episode']}). If it goes on and finds a better one, "
-                "export will ask for a new finetune.",
-                file=sys.stderr,
-            )
-        model, checkpoint, dataset = cfg.model, cfg.checkpoint, cfg.dataset
-        out = args.out or str(run / "final.pt")
-        quantizer = {
-            "per_channel": cfg.per_channel,
-            "weight_clip": cfg.weight_clip,
-            "calib_batches": cfg.calib_batches,
-            "weights": cfg.weights,
-            "crop_ratio": cfg.crop_ratio if args.crop_ratio is None else args.crop_ratio,
-        }  # exactly the search's quantizers and model
+        job = job_from_run(args.run, args.policy, args.out, args.crop_ratio)
     elif args.policy:
-        policy = Policy.load(args.policy)
-        source = {"policy_file": str(args.policy)}
-        model, checkpoint, dataset = model_spec(args), args.checkpoint, args.dataset
-        out = args.out or str(Path(args.policy).with_suffix(".final.pt"))
-        quantizer = {
-            "per_channel": args.per_channel,
-            "weight_clip": args.weight_clip,
-            "weights": args.weights,
-            "crop_ratio": args.crop_ratio,
-        }
+        job = job_from_policy(
+            args.policy,
+            model_spec(args),
+            args.checkpoint,
+            args.dataset,
+            args.out,
+            per_channel=args.per_channel,
+            weight_clip=args.weight_clip,
+            weights=args.weights,
+            crop_ratio=args.crop_ratio,
+        )
     else:
         raise HaqError("give --run DIR or --policy FILE")
+    if job.note:
+        print(job.note, file=sys.stderr)
     device = pick_device(args.device)
     owned = run_lock(args.run, "haq finetune") if args.run else contextlib.nullcontext()
     with owned:
-        res = final_finetune(
-            policy,
-            model,
-            checkpoint,
-            dataset,
-            out,
+        res = job.run(
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.batch_size,
@@ -429,15 +403,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             device=device,
             workers=args.workers,
             progress=not args.no_progress,
-            source=source,
-            **quantizer,
         )
     print(
         f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
         f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "
         f"{res['quantized_test_top1']:.2f}%"
     )
-    print(f"wrote {out} (quantized state dict + policy) and {Path(out).with_suffix('.json')}")
+    print(
+        f"wrote {job.out} (quantized state dict + policy) and {Path(job.out).with_suffix('.json')}"
+    )
     return 0
 
 

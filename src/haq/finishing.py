@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,89 @@ def final_finetune(
     json_path = out_path.with_suffix(".json")
     atomic_write_json(json_path, {**info, "policy": policy.to_dict()})
     return result
+
+
+@dataclass
+class FinetuneJob:
+    """A final finetune ready to run: the policy, the model and data it belongs to, where the
+    result goes, the quantizer options, where the policy came from, and a note for the user."""
+
+    policy: Policy
+    model: str | None
+    checkpoint: str | None
+    dataset: str
+    out: str
+    options: dict[str, Any]
+    source: dict[str, Any]
+    note: str | None = None
+
+    def run(self, **train: Any) -> dict[str, Any]:
+        """:func:`final_finetune` with this job; ``train``: epochs, lr, seed, device, ..."""
+        return final_finetune(
+            self.policy,
+            self.model,
+            self.checkpoint,
+            self.dataset,
+            self.out,
+            source=self.source,
+            **self.options,
+            **train,
+        )
+
+
+def job_from_run(
+    run: str | Path,
+    policy_file: str | None = None,
+    out: str | None = None,
+    crop_ratio: float | None = None,
+) -> FinetuneJob:
+    """The best policy of a search run (or ``policy_file``) with exactly the search's model,
+    data and quantizer settings; written to ``RUN/final.pt`` unless ``out`` says otherwise."""
+    from haq.search.config import SearchConfig
+    from haq.search.runner import run_finished
+
+    run = Path(run)
+    if not (run / "best_policy.json").is_file():
+        raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
+    cfg = SearchConfig.load(run / "config.json")
+    policy = Policy.load(policy_file or run / "best_policy.json")
+    source = {"run": str(run), "episode": policy.info.get("episode")}
+    note = None
+    if not run_finished(run):
+        note = (
+            f"note: the search in {run} has not finished; finetuning its best policy so far "
+            f"(episode {source['episode']}). If it goes on and finds a better one, export will "
+            "ask for a new finetune."
+        )
+    options = {
+        "per_channel": cfg.per_channel,
+        "weight_clip": cfg.weight_clip,
+        "calib_batches": cfg.calib_batches,
+        "weights": cfg.weights,
+        "crop_ratio": cfg.crop_ratio if crop_ratio is None else crop_ratio,
+    }
+    target = out or str(run / "final.pt")
+    return FinetuneJob(
+        policy, cfg.model, cfg.checkpoint, cfg.dataset, target, options, source, note
+    )
+
+
+def job_from_policy(
+    policy_file: str,
+    model: str | None,
+    checkpoint: str | None,
+    dataset: str,
+    out: str | None = None,
+    **options: Any,
+) -> FinetuneJob:
+    """A policy file on a model given by name or checkpoint; written next to the policy
+    (``NAME.final.pt``) unless ``out`` says otherwise. ``options``: per_channel, weight_clip,
+    weights, crop_ratio (as :func:`final_finetune`)."""
+    target = out or str(Path(policy_file).with_suffix(".final.pt"))
+    source = {"policy_file": str(policy_file)}
+    return FinetuneJob(
+        Policy.load(policy_file), model, checkpoint, dataset, target, options, source
+    )
 
 
 def stale_final(run: str | Path) -> str | None:
