@@ -189,60 +189,46 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 # --- haq eval ------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from haq.checkpoint import preprocess_for, resolve_model
-    from haq.costing import model_cost_table, policy_report
-    from haq.data import load_dataset
-    from haq.evaluation import EvalSetup, evaluate_policy
-    from haq.policy import Policy
-    from haq.train import evaluate
+    from haq.evaluation import eval_on_test
 
     device = pick_device(args.device)
-    with contextlib.redirect_stdout(sys.stderr):
-        model, meta = resolve_model(model_spec(args), args.checkpoint, args.weights)
-    shape = tuple(meta.input_shape)
-    prep = preprocess_for(meta, args.crop_ratio)
-    train = load_dataset(args.dataset, train=True, preprocess=prep)
-    test = load_dataset(args.dataset, train=False, preprocess=prep)
-    if train.input_shape != shape:
-        raise HaqError(
-            f"dataset {args.dataset!r} has images {train.input_shape}; the model expects {shape}"
+    with contextlib.redirect_stdout(sys.stderr):  # model libraries may print while loading
+        r = eval_on_test(
+            model_spec(args),
+            args.checkpoint,
+            args.dataset,
+            args.policy,
+            weights=args.weights,
+            mode=args.mode,
+            hardware=args.hardware,
+            crop_ratio=args.crop_ratio,
+            finetune_steps=args.finetune_steps,
+            lr=args.lr,
+            seed=args.seed,
+            per_channel=args.per_channel,
+            weight_clip=args.weight_clip,
+            device=device,
+            workers=args.workers,
         )
-    setup = EvalSetup.build(
-        model,
-        train.view(True),
-        test,
-        finetune_steps=args.finetune_steps,
-        lr=args.lr,
-        seed=args.seed,
-        per_channel=args.per_channel,
-        weight_clip=args.weight_clip,
-        device=device,
-        workers=args.workers,
-    )
-    policy = Policy.parse(args.policy, setup.calibration.layer_names, mode=args.mode or "linear")
-    if args.mode:
-        policy.mode = args.mode
-    fp = evaluate(model, setup.loader(test, setup.eval_batch_size), device=device)
-    result, _ = evaluate_policy(setup, policy)
+    fp, q, policy = r.full_precision, r.quantized, r.policy
     print(
-        f"model {meta.model}  dataset {args.dataset} test set ({fp.n_images} images)  device {device}"
+        f"model {r.model}  dataset {args.dataset} test set ({r.n_images} images)  device {device}"
     )
     print(f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%")
     print(
         f"{policy.describe() if len(set(policy.key())) == 1 else 'mixed policy':16s} "
-        f"top-1 {result.accuracy.top1:6.2f}%   top-5 {result.accuracy.top5:6.2f}%   "
-        f"({policy.mode}, {args.finetune_steps} finetune steps, {result.finetune_s + result.eval_s:.1f} s)"
+        f"top-1 {q.accuracy.top1:6.2f}%   top-5 {q.accuracy.top5:6.2f}%   "
+        f"({policy.mode}, {args.finetune_steps} finetune steps, {q.finetune_s + q.eval_s:.1f} s)"
     )
-    if args.hardware:
-        table = model_cost_table(model, shape, args.hardware, None, meta.model)
-        t = policy_report(table, policy)["total"]
+    if r.cost is not None:
+        t = r.cost
         energy = (
             "-"
             if t["energy_mj"] is None
             else f"{t['energy_mj']:.4f} mJ ({t['energy_vs_w8a8']:.3f}x)"
         )
         print(
-            f"cost on {table.hardware.name} (batch {table.hardware.batch}): latency {t['latency_ms']:.4f} ms "
+            f"cost on {r.hardware}: latency {t['latency_ms']:.4f} ms "
             f"({t['latency_vs_w8a8']:.3f}x of w8a8), energy {energy}, "
             f"weights {t['size_bytes'] / 1e3:.1f} kB ({t['size_vs_fp32']:.3f}x of fp32)"
         )

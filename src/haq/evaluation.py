@@ -100,3 +100,60 @@ def evaluate_policy(
     acc = evaluate(q, setup.loader(setup.eval_data, setup.eval_batch_size), device=setup.device)
     t3 = time.perf_counter()
     return EvalResult(acc, t1 - t0, t2 - t1, t3 - t2), (q if return_model else None)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """``haq eval``: one policy against full precision on a dataset's test split."""
+
+    model: str
+    n_images: int
+    policy: Policy
+    full_precision: Accuracy
+    quantized: EvalResult
+    cost: dict[str, Any] | None  # the policy's totals on ``hardware`` (policy_report)
+    hardware: str | None
+
+
+def eval_on_test(
+    model_spec: str | None,
+    checkpoint: str | None,
+    dataset: str,
+    policy: str,
+    *,
+    weights: str | None = None,
+    mode: str | None = None,
+    hardware: str | None = None,
+    crop_ratio: float | None = None,
+    **setup: Any,
+) -> EvalReport:
+    """Quantize a model with ``policy`` (wXaY or a policy file), finetune ``finetune_steps``
+    batches of the training split if asked, and score it and the full-precision model on the
+    test split. ``setup``: the options of :meth:`EvalSetup.build` (finetune_steps, lr, seed,
+    per_channel, weight_clip, device, workers)."""
+    from haq.checkpoint import preprocess_for, resolve_model
+    from haq.costing import model_cost_table, policy_report
+    from haq.data import load_dataset
+    from haq.errors import HaqError
+
+    net, meta = resolve_model(model_spec, checkpoint, weights)
+    shape = tuple(meta.input_shape)
+    prep = preprocess_for(meta, crop_ratio)
+    train = load_dataset(dataset, train=True, preprocess=prep)
+    test = load_dataset(dataset, train=False, preprocess=prep)
+    if train.input_shape != shape:
+        raise HaqError(
+            f"dataset {dataset!r} has images {train.input_shape}; the model expects {shape}"
+        )
+    built = EvalSetup.build(net, train.view(True), test, **setup)
+    pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
+    if mode:
+        pol.mode = mode
+    fp = evaluate(net, built.loader(test, built.eval_batch_size), device=built.device)
+    result, _ = evaluate_policy(built, pol)
+    cost, hw_name = None, None
+    if hardware:
+        table = model_cost_table(net, shape, hardware, None, meta.model)
+        cost = policy_report(table, pol)["total"]
+        hw_name = f"{table.hardware.name} (batch {table.hardware.batch})"
+    return EvalReport(meta.model, fp.n_images, pol, fp, result, cost, hw_name)
