@@ -87,3 +87,50 @@ def policy_report(table: CostTable, policy: Policy) -> dict[str, Any]:
         "layers": rows,
         "total": total,
     }
+
+
+def format_cost_report(report: dict[str, Any]) -> str:
+    """The per-layer table and totals of :func:`policy_report` as text (what `haq cost` prints)."""
+    from haq.textfmt import fmt_num, table
+
+    has_energy = report["total"]["energy_mj"] is not None
+    headers = ["layer", "kind", "w", "a", "MACs", "params", "latency_ms"]
+    headers += ["energy_mj"] if has_energy else []
+    headers += ["size_B", "BOPs", "bound"]
+    rows = []
+    for r in report["layers"]:
+        row = [
+            r["name"],
+            r["kind"],
+            r["w_bits"],
+            r["a_bits"],
+            r["macs"],
+            r["params"],
+            f"{r['latency_ms']:.4f}",
+        ]
+        row += [f"{r['energy_mj']:.4f}"] if has_energy else []
+        row += [r["size_bytes"], f"{r['bops']:.3g}", r["bound"]]
+        rows.append(row)
+    t = report["total"]
+    lines = [
+        f"model {report['model']}  input {report['input_shape']}  hardware {report['hardware']} "
+        f"(batch {report['batch']})  policy {report['policy']}",
+        "latency and energy are per batch; size counts quantized weights; BOPs per image",
+        "",
+        table(headers, rows, "ll" + "r" * (len(headers) - 3) + "l"),
+        "",
+        f"total latency  {t['latency_ms']:.4f} ms   ({t['latency_vs_w8a8']:.3f}x of w8a8)",
+    ]
+    if has_energy:
+        lines.append(
+            f"total energy   {t['energy_mj']:.4f} mJ   ({t['energy_vs_w8a8']:.3f}x of w8a8)"
+        )
+    else:
+        lines.append("total energy   - (no energy model for this hardware)")
+    lines += [
+        f"weight size    {fmt_num(t['size_bytes'])} B   ({t['size_vs_fp32']:.3f}x of fp32, "
+        f"{t['size_vs_w8a8']:.3f}x of w8a8; fp32 biases {fmt_num(t['bias_bytes_fp32'])} B apart)",
+        f"BOPs           {t['bops']:.4g} per image   ({t['bops_vs_w8a8']:.3f}x of w8a8)",
+        f"memory-bound   {t['memory_bound_layers']} of {len(report['layers'])} layers",
+    ]
+    return "\n".join(lines)
