@@ -191,3 +191,18 @@ def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path):
         ["export", "--checkpoint", str(out), "--format", "torch", "--out", str(tmp_path / "e.pt")]
     )
     assert code == 0 and "finetuned quantized checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["eval", "finetune"])
+def test_dataset_that_does_not_fit_the_model_is_one_line(ckpt, capsys, tmp_path, command):
+    """A checkpoint of 8x8 digits with 28x28 Fashion-MNIST: refused before any work, in one
+    line, by eval and by finetune alike (finetune used to report torch's matrix-shape message)."""
+    policy = tmp_path / "p.json"
+    Policy.from_arrays(NAMES, [4] * 4, [4] * 4, "linear").save(policy)
+    argv = [command, "--model", "tests.conftest:TinyNet", "--checkpoint", ckpt]
+    argv += ["--dataset", "fashion-mnist", "--policy", str(policy)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "has images (1, 28, 28); the model expects (1, 8, 8)" in err
+    assert len(err.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haq.data import builtin_normalisation, inference_batch, load_dataset, make_loader
+from haq.data import Data, builtin_normalisation, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
 from haq.fileio import load_payload, save_payload
 from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -92,6 +92,24 @@ def load_checkpoint(
         ) from err
     model.eval()
     return model, meta
+
+
+def model_splits(
+    dataset: str,
+    meta: CheckpointMeta,
+    crop_ratio: float | None = None,
+    min_crop_scale: float | None = None,
+) -> tuple[Data, Data]:
+    """The training and test splits of ``dataset`` prepared for this checkpoint's model
+    (:func:`preprocess_for`), refused in one line when its images do not fit the model."""
+    prep = preprocess_for(meta, crop_ratio, min_crop_scale)
+    train = load_dataset(dataset, train=True, preprocess=prep)
+    if train.input_shape != tuple(meta.input_shape):
+        raise HaqError(
+            f"dataset {dataset!r} has images {train.input_shape}; "
+            f"the model expects {tuple(meta.input_shape)}"
+        )
+    return train, load_dataset(dataset, train=False, preprocess=prep)
 
 
 def preprocess_for(

@@ -131,20 +131,12 @@ def eval_on_test(
     batches of the training split if asked, and score it and the full-precision model on the
     test split. ``setup``: the options of :meth:`EvalSetup.build` (finetune_steps, lr, seed,
     per_channel, weight_clip, device, workers)."""
-    from haq.checkpoint import preprocess_for, resolve_model
+    from haq.checkpoint import model_splits, resolve_model
     from haq.costing import model_cost_table, policy_report
-    from haq.data import load_dataset
-    from haq.errors import HaqError
 
     net, meta = resolve_model(model_spec, checkpoint, weights)
     shape = tuple(meta.input_shape)
-    prep = preprocess_for(meta, crop_ratio)
-    train = load_dataset(dataset, train=True, preprocess=prep)
-    test = load_dataset(dataset, train=False, preprocess=prep)
-    if train.input_shape != shape:
-        raise HaqError(
-            f"dataset {dataset!r} has images {train.input_shape}; the model expects {shape}"
-        )
+    train, test = model_splits(dataset, meta, crop_ratio)
     built = EvalSetup.build(net, train.view(True), test, **setup)
     pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
     if mode:

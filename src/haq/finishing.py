@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from haq.checkpoint import builtin_checkpoint, preprocess_for, resolve_model
-from haq.data import Data, calibration_loader, inference_batch, load_dataset, make_loader
+from haq.checkpoint import builtin_checkpoint, model_splits, resolve_model
+from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
 from haq.policy import Policy
@@ -54,9 +54,7 @@ def final_finetune(
         raise HaqError(f"--batch-size must be >= 1, got {batch_size}")
     model, meta = resolve_model(model_spec, checkpoint, weights)
     device = str(pick_device(device))
-    prep = preprocess_for(meta, crop_ratio)
-    train = load_dataset(dataset, train=True, preprocess=prep)
-    test = load_dataset(dataset, train=False, preprocess=prep)
+    train, test = model_splits(dataset, meta, crop_ratio)
     cuda = device.startswith("cuda")
 
     def batches(data: Data, size: int, shuffle: bool = False) -> Any:
