@@ -164,6 +164,9 @@ def test_custom_toml_and_errors(tmp_path):
     bad.write_text(text.replace("dk = 64\n", ""))
     with pytest.raises(HaqError, match=r"bad.toml: missing field 'dk'"):
         load_hardware(str(bad))
+    bad.write_text(text.replace('arch = "bismo"', "arch = [1, 2]"))  # found by test_fuzz
+    with pytest.raises(HaqError, match=r"bad.toml: field 'arch' is \[1, 2\]; valid: bismo"):
+        load_hardware(str(bad))
     bad.write_text("arch = [")
     with pytest.raises(HaqError, match=r"bad.toml: malformed TOML"):
         load_hardware(str(bad))

@@ -14,30 +14,20 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from haq.cli_options import (
+    CostOptions,
+    EvalOptions,
+    ExportOptions,
+    FinetuneOptions,
+    ImportOptions,
+    PretrainOptions,
+)
 from haq.errors import HaqError
-from haq.options import MAX_WORKERS, SEED_MAX, number
+from haq.options import add_arguments, options_from
 from haq.runlock import run_lock
-
-DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
-MODEL_HELP = f"model spec (default: the checkpoint's, else {DEFAULT_REFERENCE_MODEL})"
-
-
-def model_spec(args: argparse.Namespace) -> str | None:
-    """``--model`` as given; else the checkpoint's own (None); else the reference model."""
-    return args.model or (None if args.checkpoint else DEFAULT_REFERENCE_MODEL)
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError as err:
-        raise HaqError(f"--input-shape {text!r} must look like 3,224,224") from err
-    if len(dims) != 3 or min(dims) < 1:
-        raise HaqError(f"--input-shape {text!r} must be three positive numbers C,H,W")
-    return dims  # type: ignore[return-value]
 
 
 def pick_device(requested: str | None) -> str:
@@ -64,7 +54,7 @@ def _emit(text: str, output: str | None) -> None:
 
 
 # --- haq cost ----------------------------------------------------------------------------
-def cmd_cost(args: argparse.Namespace) -> int:
+def cmd_cost(args: CostOptions) -> int:
     from haq.costing import model_cost_table, policy_report
     from haq.models import default_input_shape, load_model_spec
     from haq.policy import Policy
@@ -74,7 +64,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         model = load_model_spec(args.model)
         if args.weights:
             load_weights(model, args.weights)
-    shape = parse_shape(args.input_shape) if args.input_shape else default_input_shape(args.model)
+    shape = args.shape() or default_input_shape(args.model)
     table = model_cost_table(model, shape, args.hardware, args.batch, args.model)
     policy = Policy.parse(args.policy, table.layer_names)
     report = policy_report(table, policy)
@@ -124,7 +114,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
 
 # --- haq pretrain --------------------------------------------------------------------------
-def cmd_pretrain(args: argparse.Namespace) -> int:
+def cmd_pretrain(args: PretrainOptions) -> int:
     from haq.pretrain import pretrain
 
     device = pick_device(args.device)
@@ -144,13 +134,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 # --- haq eval ------------------------------------------------------------------------------
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: EvalOptions) -> int:
     from haq.evaluation import eval_on_test
 
     device = pick_device(args.device)
     with contextlib.redirect_stdout(sys.stderr):  # model libraries may print while loading
         r = eval_on_test(
-            model_spec(args),
+            args.model_spec(),
             args.checkpoint,
             args.dataset,
             args.policy,
@@ -166,28 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             device=device,
             workers=args.workers,
         )
-    fp, q, policy = r.full_precision, r.quantized, r.policy
-    print(
-        f"model {r.model}  dataset {args.dataset} test set ({r.n_images} images)  device {device}"
-    )
-    print(f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%")
-    print(
-        f"{policy.describe() if len(set(policy.key())) == 1 else 'mixed policy':16s} "
-        f"top-1 {q.accuracy.top1:6.2f}%   top-5 {q.accuracy.top5:6.2f}%   "
-        f"({policy.mode}, {args.finetune_steps} finetune steps, {q.finetune_s + q.eval_s:.1f} s)"
-    )
-    if r.cost is not None:
-        t = r.cost
-        energy = (
-            "-"
-            if t["energy_mj"] is None
-            else f"{t['energy_mj']:.4f} mJ ({t['energy_vs_w8a8']:.3f}x)"
-        )
-        print(
-            f"cost on {r.hardware}: latency {t['latency_ms']:.4f} ms "
-            f"({t['latency_vs_w8a8']:.3f}x of w8a8), energy {energy}, "
-            f"weights {t['size_bytes'] / 1e3:.1f} kB ({t['size_vs_fp32']:.3f}x of fp32)"
-        )
+    print(r.format(args.dataset, device, args.finetune_steps))
     return 0
 
 
@@ -241,23 +210,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # --- haq import ------------------------------------------------------------------------------
-def cmd_import(args: argparse.Namespace) -> int:
+def cmd_import(args: ImportOptions) -> int:
     from haq.checkpoint import import_model
 
-    try:
-        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
-    except json.JSONDecodeError as err:
-        raise HaqError(
-            f"--model-kwargs must be a JSON object, like '{{\"num_classes\": 10}}' ({err})"
-        ) from err
-    if not isinstance(kwargs, dict):
-        raise HaqError("--model-kwargs must be a JSON object, like '{\"num_classes\": 10}'")
-    prep: dict[str, Any] = {}
-    for key in ("mean", "std"):
-        if getattr(args, key):
-            prep[key] = _floats(getattr(args, key), f"--{key}")
-    if args.crop_ratio is not None:
-        prep["crop_ratio"] = args.crop_ratio
     device = pick_device(args.device)
     with contextlib.redirect_stdout(sys.stderr):
         path, meta = import_model(
@@ -265,9 +220,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             args.weights,
             args.dataset,
             args.out,
-            parse_shape(args.input_shape) if args.input_shape else None,
-            kwargs,
-            prep,
+            args.shape(),
+            args.factory_kwargs(),
+            args.preprocessing(),
             device,
             args.workers,
         )
@@ -280,13 +235,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as err:
-        raise HaqError(f"{flag} {text!r} must be numbers separated by commas") from err
-
-
 # --- haq report / export --------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     try:
@@ -297,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: ExportOptions) -> int:
     from haq.export import export_model, load_for_export
 
     owned = run_lock(args.run, "haq export") if args.run else contextlib.nullcontext()
@@ -311,7 +259,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --- haq finetune ---------------------------------------------------------------------------
-def cmd_finetune(args: argparse.Namespace) -> int:
+def cmd_finetune(args: FinetuneOptions) -> int:
     from pathlib import Path
 
     from haq.finishing import job_from_policy, job_from_run
@@ -321,7 +269,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     elif args.policy:
         job = job_from_policy(
             args.policy,
-            model_spec(args),
+            args.model_spec(),
             args.checkpoint,
             args.dataset,
             args.out,
@@ -357,69 +305,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-POS_INT, POS_FLOAT = number(int, low=1), number(float, above=0)
-SEED, WORKERS = number(int, low=0, high=SEED_MAX), number(int, low=0, high=MAX_WORKERS)
-RATIO = number(float, above=0, high=1)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (exit 2), like every other error."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
-
-
-WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
-
-
-def _model_data_flags(p: argparse.ArgumentParser) -> None:
-    """--weights, --workers and --crop-ratio, shared by eval and finetune."""
-    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
-    p.add_argument(
-        "--workers",
-        type=WORKERS,
-        default=None,
-        help="loader processes for images on disk (default: cores - 1, at most 8)",
-    )
-    p.add_argument(
-        "--crop-ratio",
-        type=RATIO,
-        default=None,
-        help="images on disk: evaluation crop ratio (default: the checkpoint's)",
-    )
-
-
-def _add_cost(sub: Any) -> None:
-    """`haq cost` and its flags."""
-    c = sub.add_parser("cost", help="per-layer latency/energy/size/BOPs of a policy on a hardware")
-    c.add_argument(
-        "--model", default="mobilenet_v2", help="registry name, module:function or file.py:function"
-    )
-    c.add_argument("--hardware", default="bismo-edge", help="preset name or path to a .toml")
-    c.add_argument("--batch", type=POS_INT, default=None, help="batch size (default: the preset's)")
-    c.add_argument(
-        "--input-shape", default=None, help="C,H,W (default: the model's, e.g. 3,224,224)"
-    )
-    c.add_argument("--policy", default="w8a8", help="wXaY for every layer, or a policy .json")
-    c.add_argument(
-        "--weights",
-        default=None,
-        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
-    )
-    c.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    c.add_argument(
-        "--output", default=None, metavar="FILE", help="write the report to FILE, not stdout"
-    )
-    c.add_argument(
-        "--table", default=None, metavar="OUT.npz", help="also write the full [L,8,8] table"
-    )
-    c.add_argument(
-        "--haq-npy",
-        default=None,
-        metavar="OUT.npy",
-        help="also write the HAQ lookup format (cycles)",
-    )
-    c.set_defaults(func=cmd_cost)
 
 
 def _add_hardware(sub: Any) -> None:
@@ -428,44 +318,6 @@ def _add_hardware(sub: Any) -> None:
     h.add_argument("action", choices=("list", "show"))
     h.add_argument("name", nargs="?", default=None)
     h.set_defaults(func=cmd_hardware)
-
-
-def _add_pretrain(sub: Any) -> None:
-    """`haq pretrain` and its flags."""
-    t = sub.add_parser("pretrain", help="train a reference model from scratch")
-    t.add_argument("--model", default=DEFAULT_REFERENCE_MODEL)
-    t.add_argument("--dataset", default="fashion-mnist")
-    t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=POS_INT, default=10)
-    t.add_argument("--lr", type=POS_FLOAT, default=0.1)
-    t.add_argument("--batch-size", type=POS_INT, default=128)
-    t.add_argument("--seed", type=SEED, default=0)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
-    t.add_argument("--no-augment", action="store_true", help="no random shifts/flips")
-    t.set_defaults(func=cmd_pretrain)
-
-
-def _add_eval(sub: Any) -> None:
-    """`haq eval` and its flags."""
-    e = sub.add_parser("eval", help="accuracy of a policy (quantize, optional finetune, test set)")
-    e.add_argument("--model", default=None, help=MODEL_HELP)
-    e.add_argument(
-        "--checkpoint", default=None, help="default: the shipped weights of a reference model"
-    )
-    e.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
-    _model_data_flags(e)
-    e.add_argument("--policy", default="w8a8", help="wXaY or a policy .json")
-    e.add_argument(
-        "--mode", choices=("linear", "kmeans"), default=None, help="default: the policy's"
-    )
-    e.add_argument("--finetune-steps", type=number(int, low=0), default=0)
-    e.add_argument("--lr", type=POS_FLOAT, default=1e-3)
-    e.add_argument("--per-channel", action="store_true", help="per-channel weight clips")
-    e.add_argument("--weight-clip", choices=("kl", "mse", "max"), default="kl")
-    e.add_argument("--hardware", default=None, help="also print the policy's cost on this hardware")
-    e.add_argument("--seed", type=SEED, default=0)
-    e.add_argument("--device", default=None)
-    e.set_defaults(func=cmd_eval)
 
 
 def _add_search(sub: Any) -> None:
@@ -493,89 +345,6 @@ def _add_search(sub: Any) -> None:
     sp.set_defaults(func=cmd_search)
 
 
-def _add_finetune(sub: Any) -> None:
-    """`haq finetune` and its flags."""
-    f = sub.add_parser("finetune", help="long final finetune of a policy; test-set accuracy")
-    f.add_argument("--run", default=None, help="a search run directory (uses its best policy)")
-    f.add_argument(
-        "--policy", default=None, help="a policy .json (with --model/--checkpoint/--dataset)"
-    )
-    f.add_argument("--model", default=None, help=MODEL_HELP)
-    f.add_argument("--checkpoint", default=None)
-    f.add_argument("--dataset", default="fashion-mnist", help="a built-in name or imagefolder:DIR")
-    _model_data_flags(f)
-    f.add_argument("--epochs", type=POS_FLOAT, default=1.0)
-    f.add_argument("--lr", type=POS_FLOAT, default=0.01, help="initial lr of the cosine schedule")
-    f.add_argument("--batch-size", type=POS_INT, default=128)
-    f.add_argument("--seed", type=SEED, default=0)
-    f.add_argument("--device", default=None)
-    f.add_argument(
-        "--per-channel", action="store_true", help="with --policy: per-channel weight clips"
-    )
-    f.add_argument(
-        "--weight-clip", choices=("kl", "mse", "max"), default="kl", help="with --policy"
-    )
-    f.add_argument("--out", default=None, help="output .pt (default RUN/final.pt)")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    f.set_defaults(func=cmd_finetune)
-
-
-def _add_import(sub: Any) -> None:
-    """`haq import` and its flags."""
-    i = sub.add_parser(
-        "import",
-        help="make a haq checkpoint from a state dict file (torchvision, timm or your own training)",
-        description="Loads --weights into --model strictly, measures the full-precision accuracy "
-        "on the dataset's test split and writes a checkpoint that records the input shape, the "
-        "normalisation and the classes; then use --checkpoint OUT everywhere. Nothing is downloaded.",
-    )
-    i.add_argument(
-        "--model",
-        required=True,
-        help="registry name, module:function, file.py:function or a torchvision name",
-    )
-    i.add_argument(
-        "--weights",
-        required=True,
-        help="state dict file: .pt, .pth, .safetensors, or a training checkpoint holding one",
-    )
-    i.add_argument(
-        "--dataset",
-        required=True,
-        help="a built-in name or imagefolder:DIR (its test split is scored)",
-    )
-    i.add_argument("--out", required=True, help="the haq checkpoint to write (.pt)")
-    i.add_argument(
-        "--input-shape",
-        default=None,
-        help="C,H,W (default: the model's, 3,224,224 for ImageNet models)",
-    )
-    i.add_argument(
-        "--model-kwargs",
-        default=None,
-        help="JSON options of the model factory, e.g. '{\"num_classes\": 10}'",
-    )
-    i.add_argument(
-        "--mean",
-        default=None,
-        help="per-channel pixel mean in [0, 1] (default: ImageNet's 0.485,0.456,0.406)",
-    )
-    i.add_argument(
-        "--std", default=None, help="per-channel pixel std (default: ImageNet's 0.229,0.224,0.225)"
-    )
-    i.add_argument(
-        "--crop-ratio",
-        type=RATIO,
-        default=None,
-        help="evaluation crop: resize the shorter side to H / ratio, crop the centre (default 0.875)",
-    )
-    i.add_argument(
-        "--workers", type=WORKERS, default=None, help="loader processes for images on disk"
-    )
-    i.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
-    i.set_defaults(func=cmd_import)
-
-
 def _add_report(sub: Any) -> None:
     """`haq report` and its flags."""
     r = sub.add_parser("report", help="HTML + PNG report of one or more search runs")
@@ -584,26 +353,43 @@ def _add_report(sub: Any) -> None:
     r.set_defaults(func=cmd_report)
 
 
-def _add_export(sub: Any) -> None:
-    """`haq export` and its flags."""
-    x = sub.add_parser("export", help="export a quantized model: qonnx, onnx (QDQ) or torch")
-    x.add_argument(
-        "--run", default=None, help="a search run (its final.pt if finetuned, else its best policy)"
-    )
-    x.add_argument("--policy", default=None, help="a policy .json (with --checkpoint)")
-    x.add_argument("--checkpoint", default=None, help="pretrained or 'haq finetune' checkpoint")
-    x.add_argument("--model", default=None, help="model spec (default: the checkpoint's)")
-    x.add_argument(
-        "--weights",
-        default=None,
-        help="state dict file of the model (.pt, .pth, .safetensors; see 'haq import')",
-    )
-    x.add_argument(
-        "--dataset", default="fashion-mnist", help="calibration data for a pretrained checkpoint"
-    )
-    x.add_argument("--format", choices=("qonnx", "onnx", "torch"), required=True)
-    x.add_argument("--out", required=True)
-    x.set_defaults(func=cmd_export)
+# name: (help, description, options, command) of the commands whose flags are a dataclass
+COMMANDS: dict[str, tuple[str, str | None, type, Callable[[Any], int]]] = {
+    "cost": (
+        "per-layer latency/energy/size/BOPs of a policy on a hardware",
+        None,
+        CostOptions,
+        cmd_cost,
+    ),
+    "pretrain": ("train a reference model from scratch", None, PretrainOptions, cmd_pretrain),
+    "eval": (
+        "accuracy of a policy (quantize, optional finetune, test set)",
+        None,
+        EvalOptions,
+        cmd_eval,
+    ),
+    "finetune": (
+        "long final finetune of a policy; test-set accuracy",
+        None,
+        FinetuneOptions,
+        cmd_finetune,
+    ),
+    "import": (
+        "make a haq checkpoint from a state dict file (torchvision, timm or your own training)",
+        "Loads --weights into --model strictly, measures the full-precision accuracy on the "
+        "dataset's test split and writes a checkpoint that records the input shape, the "
+        "normalisation and the classes; then use --checkpoint OUT everywhere. Nothing is "
+        "downloaded.",
+        ImportOptions,
+        cmd_import,
+    ),
+    "export": (
+        "export a quantized model: qonnx, onnx (QDQ) or torch",
+        None,
+        ExportOptions,
+        cmd_export,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -612,17 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="haq", description="Hardware-aware mixed-precision quantization")
     p.add_argument("--version", action="version", version=f"haq {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (
-        _add_cost,
-        _add_hardware,
-        _add_pretrain,
-        _add_eval,
-        _add_search,
-        _add_finetune,
-        _add_import,
-        _add_report,
-        _add_export,
-    ):
+    for name, (help_text, description, options, func) in COMMANDS.items():
+        c = sub.add_parser(name, help=help_text, description=description or help_text)
+        add_arguments(c, options)
+        c.set_defaults(func=func, options=options)
+    for add in (_add_hardware, _add_search, _add_report):
         add(sub)
     return p
 
@@ -636,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            return int(args.func(args))
+            options = getattr(args, "options", None)
+            return int(args.func(options_from(args, options) if options else args))
     except HaqError as err:
         print(f"haq: error: {err}", file=sys.stderr)
         return 2

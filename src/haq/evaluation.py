@@ -114,6 +114,31 @@ class EvalReport:
     cost: dict[str, Any] | None  # the policy's totals on ``hardware`` (policy_report)
     hardware: str | None
 
+    def format(self, dataset: str, device: str, finetune_steps: int) -> str:
+        """The report as ``haq eval`` prints it."""
+        fp, q, policy = self.full_precision, self.quantized, self.policy
+        name = policy.describe() if len(set(policy.key())) == 1 else "mixed policy"
+        lines = [
+            f"model {self.model}  dataset {dataset} test set ({self.n_images} images)  "
+            f"device {device}",
+            f"full precision   top-1 {fp.top1:6.2f}%   top-5 {fp.top5:6.2f}%",
+            f"{name:16s} top-1 {q.accuracy.top1:6.2f}%   top-5 {q.accuracy.top5:6.2f}%   "
+            f"({policy.mode}, {finetune_steps} finetune steps, {q.finetune_s + q.eval_s:.1f} s)",
+        ]
+        if self.cost is not None:
+            t = self.cost
+            energy = (
+                "-"
+                if t["energy_mj"] is None
+                else f"{t['energy_mj']:.4f} mJ ({t['energy_vs_w8a8']:.3f}x)"
+            )
+            lines.append(
+                f"cost on {self.hardware}: latency {t['latency_ms']:.4f} ms "
+                f"({t['latency_vs_w8a8']:.3f}x of w8a8), energy {energy}, "
+                f"weights {t['size_bytes'] / 1e3:.1f} kB ({t['size_vs_fp32']:.3f}x of fp32)"
+            )
+        return "\n".join(lines)
+
 
 def eval_on_test(
     model_spec: str | None,

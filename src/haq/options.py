@@ -23,7 +23,9 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _MISSING: Any = dataclasses.MISSING
 SEED_MAX = 2**32 - 1  # what numpy and torch both accept as a seed
@@ -121,7 +123,7 @@ def _base_type(tp: Any) -> Any:
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not _MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    return f.default_factory()  # type: ignore[misc,operator]
 
 
 def _comma_list(text: str) -> list[str]:
@@ -130,7 +132,8 @@ def _comma_list(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """One flag per documented field of ``cls`` (and of its nested dataclasses); flags that
-    are not typed stay absent from the parsed namespace (``default=SUPPRESS``)."""
+    are not typed stay absent from the parsed namespace (``default=SUPPRESS``). A field
+    without a default is a required flag; a default of None or a bool is not shown."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = _base_type(hints[f.name])
@@ -147,12 +150,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
                     metavar="LIMIT", help=meta["help"].format(metric=metric, example=example),
                 )  # fmt: skip
             continue
-        default = _default(f)
+        required = f.default is _MISSING and f.default_factory is _MISSING
+        default = None if required else _default(f)
         help_text = meta["help"]
-        if meta["show_default"]:
+        if meta["show_default"] and default is not None and not isinstance(default, bool):
             shown = ",".join(default) if isinstance(default, list) else default
             help_text += f" (default: {shown})"
         kwargs: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS}
+        if required:
+            kwargs["required"] = True
         if tp is not bool and not meta["choices"]:
             kwargs["metavar"] = {int: "N", float: "X"}.get(tp, "TEXT")
         if tp is bool:
@@ -167,6 +173,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
             kwargs["choices"] = meta["choices"]
         flag = meta["flag"] or f.name.replace("_", "-")
         parser.add_argument(f"--{flag}", help=help_text, **kwargs)
+
+
+def options_from(args: argparse.Namespace, cls: type[T]) -> T:
+    """The dataclass ``cls`` filled from a command line parsed with ``add_arguments``: the
+    typed flags, the field defaults for the rest (flat dataclasses)."""
+    return cls(**given_options(args, cls))
 
 
 def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:

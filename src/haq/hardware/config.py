@@ -94,7 +94,7 @@ def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
     arch = data.get("arch")
     if arch is None:
         raise HaqError(f"{where}: missing field 'arch' (one of {', '.join(sorted(ARCHS))})")
-    if arch not in ARCHS:
+    if not isinstance(arch, str) or arch not in ARCHS:
         raise HaqError(f"{where}: field 'arch' is {arch!r}; valid: {', '.join(sorted(ARCHS))}")
     batch = data.get("batch", 1)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:

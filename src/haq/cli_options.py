@@ -1,0 +1,212 @@
+"""The options of the ``haq`` commands other than ``search``, each defined once.
+
+A command's dataclass *is* its command line: :func:`haq.options.add_arguments` makes one flag
+per field, with the field's default and help text, and the command receives the filled
+dataclass (``haq search`` does the same with :class:`haq.search.config.SearchConfig`). A field
+without a default is a required flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from haq.errors import HaqError
+from haq.options import MAX_WORKERS, SEED_MAX, opt
+
+DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
+MODEL_HELP = f"model spec (default: the checkpoint's, else {DEFAULT_REFERENCE_MODEL})"
+WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
+DEVICE_HELP = "cpu, cuda, cuda:1 (default: CUDA if available)"
+DATASET_HELP = "a built-in name or imagefolder:DIR"
+CLIP_CHOICES = ("kl", "mse", "max")
+
+
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``--input-shape C,H,W`` (or CxHxW); None when not given."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError as err:
+        raise HaqError(f"--input-shape {text!r} must look like 3,224,224") from err
+    if len(dims) != 3 or min(dims) < 1:
+        raise HaqError(f"--input-shape {text!r} must be three positive numbers C,H,W")
+    return dims  # type: ignore[return-value]
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise HaqError(f"{flag} {text!r} must be numbers separated by commas") from err
+
+
+def _seed() -> int:
+    return opt(0, "random seed", low=0, high=SEED_MAX)
+
+
+def _device() -> str | None:
+    return opt(None, DEVICE_HELP)
+
+
+@dataclass(kw_only=True)
+class CostOptions:
+    """``haq cost``: per-layer latency / energy / size / BOPs of a policy."""
+
+    model: str = opt("mobilenet_v2", "registry name, module:function or file.py:function")
+    hardware: str = opt("bismo-edge", "preset name or path to a .toml")
+    batch: int | None = opt(None, "batch size (default: the preset's)", low=1)
+    input_shape: str | None = opt(None, "C,H,W (default: the model's, e.g. 3,224,224)")
+    policy: str = opt("w8a8", "wXaY for every layer, or a policy .json")
+    weights: str | None = opt(None, WEIGHTS_HELP)
+    format: str = opt("table", "report format", choices=("table", "json", "csv"))
+    output: str | None = opt(None, "write the report to this file, not stdout")
+    table: str | None = opt(None, "also write the full [L,8,8] table (.npz)")
+    haq_npy: str | None = opt(None, "also write the HAQ lookup format (cycles, .npy)")
+
+    def shape(self) -> tuple[int, int, int] | None:
+        return parse_shape(self.input_shape)
+
+
+@dataclass(kw_only=True)
+class PretrainOptions:
+    """``haq pretrain``: train a reference model from scratch."""
+
+    model: str = opt(DEFAULT_REFERENCE_MODEL, "reference model to train")
+    dataset: str = opt("fashion-mnist", "built-in dataset")
+    out: str = opt(help="the checkpoint to write (.pt)")
+    epochs: int = opt(10, "training epochs", low=1)
+    lr: float = opt(0.1, "initial learning rate of the cosine schedule", above=0)
+    batch_size: int = opt(128, "images per batch", low=1)
+    seed: int = _seed()
+    device: str | None = _device()
+    no_augment: bool = opt(False, "no random shifts/flips")
+
+
+@dataclass(kw_only=True)
+class ModelDataOptions:
+    """The model and data flags that ``eval`` and ``finetune`` share."""
+
+    model: str | None = opt(None, MODEL_HELP)
+    checkpoint: str | None = opt(
+        None, "haq checkpoint (default: the shipped weights of a reference model)"
+    )
+    dataset: str = opt("fashion-mnist", DATASET_HELP)
+    weights: str | None = opt(None, WEIGHTS_HELP)
+    workers: int | None = opt(
+        None,
+        "loader processes for images on disk (default: cores - 1, at most 8)",
+        low=0,
+        high=MAX_WORKERS,
+    )
+    crop_ratio: float | None = opt(
+        None,
+        "images on disk: evaluation crop ratio (default: the checkpoint's)",
+        above=0,
+        high=1,
+    )
+    seed: int = _seed()
+    device: str | None = _device()
+
+    def model_spec(self) -> str | None:
+        """``--model`` as given; else the checkpoint's own (None); else the reference model."""
+        return self.model or (None if self.checkpoint else DEFAULT_REFERENCE_MODEL)
+
+
+@dataclass(kw_only=True)
+class EvalOptions(ModelDataOptions):
+    """``haq eval``: quantize with a policy, optionally finetune briefly, score the test set."""
+
+    policy: str = opt("w8a8", "wXaY or a policy .json")
+    mode: str | None = opt(None, "quantizer (default: the policy's)", choices=("linear", "kmeans"))
+    finetune_steps: int = opt(0, "finetune batches before scoring", low=0)
+    lr: float = opt(1e-3, "finetune learning rate", above=0)
+    per_channel: bool = opt(False, "per-channel weight clips")
+    weight_clip: str = opt("kl", "how weight clips are chosen", choices=CLIP_CHOICES)
+    hardware: str | None = opt(None, "also print the policy's cost on this hardware")
+
+
+@dataclass(kw_only=True)
+class FinetuneOptions(ModelDataOptions):
+    """``haq finetune``: the long final finetune of a policy, scored on the test set."""
+
+    run: str | None = opt(None, "a search run directory (uses its best policy)")
+    policy: str | None = opt(None, "a policy .json (with --model/--checkpoint/--dataset)")
+    epochs: float = opt(1.0, "epochs over the training set", above=0)
+    lr: float = opt(0.01, "initial learning rate of the cosine schedule", above=0)
+    batch_size: int = opt(128, "images per batch", low=1)
+    per_channel: bool = opt(False, "with --policy: per-channel weight clips")
+    weight_clip: str = opt("kl", "with --policy: how weight clips are chosen", choices=CLIP_CHOICES)
+    out: str | None = opt(None, "output .pt (default RUN/final.pt)")
+    no_progress: bool = opt(False, "no progress bar")
+
+
+@dataclass(kw_only=True)
+class ImportOptions:
+    """``haq import``: a haq checkpoint from a state dict file."""
+
+    model: str = opt(help="registry name, module:function, file.py:function or a torchvision name")
+    weights: str = opt(
+        help="state dict file: .pt, .pth, .safetensors, or a training checkpoint holding one"
+    )
+    dataset: str = opt(help=f"{DATASET_HELP} (its test split is scored)")
+    out: str = opt(help="the haq checkpoint to write (.pt)")
+    input_shape: str | None = opt(
+        None, "C,H,W (default: the model's, 3,224,224 for ImageNet models)"
+    )
+    model_kwargs: str | None = opt(
+        None, "JSON options of the model factory, e.g. '{\"num_classes\": 10}'"
+    )
+    mean: str | None = opt(
+        None,
+        "per-channel pixel mean in [0, 1] (default: ImageNet's 0.485,0.456,0.406)",
+    )
+    std: str | None = opt(None, "per-channel pixel std (default: ImageNet's 0.229,0.224,0.225)")
+    crop_ratio: float | None = opt(
+        None,
+        "evaluation crop: resize the shorter side to H / ratio, crop the centre (default 0.875)",
+        above=0,
+        high=1,
+    )
+    workers: int | None = opt(None, "loader processes for images on disk", low=0, high=MAX_WORKERS)
+    device: str | None = _device()
+
+    def shape(self) -> tuple[int, int, int] | None:
+        return parse_shape(self.input_shape)
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """``--model-kwargs`` as a dict."""
+        example = "like '{\"num_classes\": 10}'"
+        try:
+            kwargs = json.loads(self.model_kwargs) if self.model_kwargs else {}
+        except json.JSONDecodeError as err:
+            raise HaqError(f"--model-kwargs must be a JSON object, {example} ({err})") from err
+        if not isinstance(kwargs, dict):
+            raise HaqError(f"--model-kwargs must be a JSON object, {example}")
+        return kwargs
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The given ``--mean``, ``--std`` and ``--crop-ratio``."""
+        prep: dict[str, Any] = {}
+        for key in ("mean", "std"):
+            if getattr(self, key):
+                prep[key] = _floats(getattr(self, key), f"--{key}")
+        if self.crop_ratio is not None:
+            prep["crop_ratio"] = self.crop_ratio
+        return prep
+
+
+@dataclass(kw_only=True)
+class ExportOptions:
+    """``haq export``: a quantized model as QONNX, ONNX (QDQ) or a torch file."""
+
+    run: str | None = opt(None, "a search run (its final.pt if finetuned, else its best policy)")
+    policy: str | None = opt(None, "a policy .json (with --checkpoint)")
+    checkpoint: str | None = opt(None, "pretrained or 'haq finetune' checkpoint")
+    model: str | None = opt(None, "model spec (default: the checkpoint's)")
+    weights: str | None = opt(None, WEIGHTS_HELP)
+    dataset: str = opt("fashion-mnist", "calibration data for a pretrained checkpoint")
+    format: str = opt(help="export format", choices=("qonnx", "onnx", "torch"))
+    out: str = opt(help="the file to write")
