@@ -24,7 +24,11 @@ did before), ``literal`` (actor actions, the paper's literal 0.99 noise decay), 
 (actor actions, and the reward loses 0.1 per bit that enforcement took off an average
 decision: not in the paper), ``centre-penalty`` (both), ``bounded`` (AMC-style: every
 action capped so that the remaining decisions at the lowest bits can still meet the budgets,
-the state extended by the committed share of the budget and the cap). Results go
+the state extended by the committed share of the budget and the cap), ``actor-w10``
+(actor actions, 10 random warm-up episodes instead of 20), ``costly`` (actor actions;
+enforcement lowers, one bit at a time, the operand whose decrement saves the largest share
+of the exceeded budgets, instead of walking from the last layer), ``level`` (actor actions;
+enforcement lowers the operand with the most bits first). Results go
 to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
 """
 
@@ -63,6 +67,9 @@ VARIANTS = (
     "centre-penalty",
     "shift",
     "shift-actor",
+    "actor-w10",
+    "costly",
+    "level",
 )
 
 
@@ -94,7 +101,15 @@ class ProxySearch(Search):
         return [(Evaluated(self.proxy(w, a), False), None) for w, a in policies]
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.last_bits = super()._enforce(w, a)
+        if self.variant in ("costly", "level"):
+            c = self.ctx
+            fn = enforce_costly if self.variant == "costly" else enforce_level
+            self.last_bits = fn(
+                c.table, *self._pin(w, a), c.budgets, c.cfg.min_bit, c.pinned_w, c.pinned_a,
+                self.weights_only,
+            )  # fmt: skip
+        else:
+            self.last_bits = super()._enforce(w, a)
         free = np.concatenate([self.ctx.pinned_w == 0, self.ctx.pinned_a == 0])
         proposed = np.concatenate([w, a])[free]
         self.at_max.append(float((proposed == self.ctx.cfg.max_bit).mean()))
@@ -120,6 +135,51 @@ class ProxySearch(Search):
                 np.float32
             )
         super()._learn(episode, states, actions, reward)
+
+
+def enforce_costly(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_only):
+    """Enforcement that takes bits where they buy the most budget: repeatedly lower the one
+    free operand bit whose decrement saves the largest share of the exceeded limits."""
+    w, a = w.copy(), a.copy()
+    tables = [table.metric_table(b.metric) for b in budgets]
+    limits = np.array([b.limit for b in budgets])
+    rows = np.arange(len(w))
+    while not _fits(table, w, a, budgets):
+        over = np.array([tb[rows, w - 1, a - 1].sum() for tb in tables]) > limits
+        gain_w, gain_a = np.zeros(len(w)), np.zeros(len(w))
+        for tb, lim, o in zip(tables, limits, over, strict=True):
+            if o:
+                now = tb[rows, w - 1, a - 1]
+                gain_w += (now - tb[rows, np.maximum(w - 2, 0), a - 1]) / lim
+                gain_a += (now - tb[rows, w - 1, np.maximum(a - 2, 0)]) / lim
+        gain_w[(pinned_w > 0) | (w <= min_bit)] = -np.inf
+        gain_a[(pinned_a > 0) | (a <= min_bit) | weights_only] = -np.inf
+        i_w, i_a = int(np.argmax(gain_w)), int(np.argmax(gain_a))
+        if max(gain_w[i_w], gain_a[i_a]) == -np.inf:
+            raise RuntimeError("budget cannot be met")
+        if gain_w[i_w] >= gain_a[i_a]:
+            w[i_w] -= 1
+        else:
+            a[i_a] -= 1
+    return w, a
+
+
+def enforce_level(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_only):
+    """Enforcement that flattens the top: repeatedly lower the free operand with the most
+    bits (ties: the last layer first, its activation before its weight, as the reference)."""
+    w, a = w.copy(), a.copy()
+    n = len(w)
+    while not _fits(table, w, a, budgets):
+        # decision order from the last layer: a_{n-1}, w_{n-1}, a_{n-2}, ...
+        bits = np.stack([a, w], 1)[::-1].ravel().astype(float)
+        free = np.stack([(pinned_a == 0) & ~np.bool_(weights_only), pinned_w == 0], 1)
+        bits[~free[::-1].ravel() | (bits <= min_bit)] = -np.inf
+        k = int(np.argmax(bits))
+        if bits[k] == -np.inf:
+            raise RuntimeError("budget cannot be met")
+        layer, is_w = n - 1 - k // 2, k % 2 == 1
+        (w if is_w else a)[layer] -= 1
+    return w, a
 
 
 def shift_episode(s: Search, states: np.ndarray, actions: np.ndarray, store_shifted: bool):
@@ -238,7 +298,8 @@ def run_one(
         {
             "strategy": strategy,
             "episodes": args.episodes,
-            "ddpg": {"seed": seed, "sigma_decay": decay},
+            "ddpg": {"seed": seed, "sigma_decay": decay}
+            | ({"warmup_episodes": 10} if variant == "actor-w10" else {}),
         }
     ).resolved()
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)

@@ -3,6 +3,7 @@
 python benchmarks/search_table.py                  # markdown table, mean +- std
 python benchmarks/search_table.py --plot PNG       # also the sample-efficiency plot
 python benchmarks/search_table.py --edge-cloud     # edge vs cloud bits of the haq policies
+python benchmarks/search_table.py --robustness     # issue 12's agent targets, per scenario
 """
 
 from __future__ import annotations
@@ -131,6 +132,44 @@ def plot(results: dict[str, Any], out: Path) -> None:
     print(f"wrote {out}")
 
 
+def _reach(curve: list[float], target: float) -> int | None:
+    """Policy evaluations until the best held-out top-1 reaches ``target`` (None: never)."""
+    return next((i + 1 for i, best in enumerate(curve) if best >= target), None)
+
+
+def robustness(results: dict[str, Any]) -> str:
+    """Issue 12's agent targets per scenario: every HAQ search seed beats uniform on the test
+    set (mean over finetune seeds), and reaches random search's best held-out top-1 (the mean
+    over random seeds) within half of random's evaluations."""
+    lines = [
+        "| scenario | HAQ test top-1 per search seed | uniform | beats uniform "
+        "| random best held-out (evaluations) | HAQ evaluations to reach it | within half |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in [n for n in TITLES if n in results]:
+        by = _rows(results[name])
+        haq = sorted(by.get("haq", []), key=lambda e: e["search_seed"])
+        if not haq or "uniform" not in by:
+            continue
+        uniform = statistics.mean(_tests(by["uniform"]))
+        tests = [statistics.mean(e["test_top1"].values()) for e in haq if e.get("test_top1")]
+        beats = f"{sum(t > uniform for t in tests)}/{len(tests)}"
+        rand = by.get("random", [])
+        reach_text, half_text, rand_text = "-", "-", "not measured"
+        if rand:
+            target = statistics.mean(e["heldout_top1"] for e in rand)
+            evals = statistics.mean(len(e["curve"]) for e in rand)
+            reach = [_reach(e["curve"], target) for e in haq]
+            rand_text = f"{target:.2f} ({evals:.0f})"
+            reach_text = ", ".join("never" if r is None else str(r) for r in reach)
+            half_text = f"{sum(r is not None and r <= evals / 2 for r in reach)}/{len(reach)}"
+        lines.append(
+            f"| {TITLES[name][0]} | {', '.join(f'{t:.2f}' for t in tests)} | {uniform:.2f} "
+            f"| {beats} | {rand_text} | {reach_text} | {half_text} |"
+        )
+    return "\n".join(lines)
+
+
 def edge_cloud(results: dict[str, Any]) -> str:
     """Mean bits per layer kind of the seed-0 haq and ilp policies, edge vs cloud."""
     lines = [
@@ -182,8 +221,9 @@ if __name__ == "__main__":
     ap.add_argument("json", nargs="?", default="benchmarks/results/search.json")
     ap.add_argument("--plot", default=None, metavar="PNG")
     ap.add_argument("--edge-cloud", action="store_true")
+    ap.add_argument("--robustness", action="store_true")
     a = ap.parse_args()
     data = json.loads(Path(a.json).read_text())
-    print(edge_cloud(data) if a.edge_cloud else table(data))
+    print(edge_cloud(data) if a.edge_cloud else robustness(data) if a.robustness else table(data))
     if a.plot:
         plot(data, Path(a.plot))
