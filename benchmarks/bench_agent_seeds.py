@@ -28,7 +28,7 @@ the state extended by the committed share of the budget and the cap), ``actor-w1
 (actor actions, 10 random warm-up episodes instead of 20), ``costly`` (actor actions;
 enforcement lowers, one bit at a time, the operand whose decrement saves the largest share
 of the exceeded budgets, instead of walking from the last layer), ``level`` (actor actions;
-enforcement lowers the operand with the most bits first). Results go
+``--enforce level``: enforcement lowers the operand with the most bits first). Results go
 to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
 """
 
@@ -101,10 +101,9 @@ class ProxySearch(Search):
         return [(Evaluated(self.proxy(w, a), False), None) for w, a in policies]
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.variant in ("costly", "level"):
+        if self.variant == "costly":
             c = self.ctx
-            fn = enforce_costly if self.variant == "costly" else enforce_level
-            self.last_bits = fn(
+            self.last_bits = enforce_costly(
                 c.table, *self._pin(w, a), c.budgets, c.cfg.min_bit, c.pinned_w, c.pinned_a,
                 self.weights_only,
             )  # fmt: skip
@@ -161,24 +160,6 @@ def enforce_costly(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_on
             w[i_w] -= 1
         else:
             a[i_a] -= 1
-    return w, a
-
-
-def enforce_level(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_only):
-    """Enforcement that flattens the top: repeatedly lower the free operand with the most
-    bits (ties: the last layer first, its activation before its weight, as the reference)."""
-    w, a = w.copy(), a.copy()
-    n = len(w)
-    while not _fits(table, w, a, budgets):
-        # decision order from the last layer: a_{n-1}, w_{n-1}, a_{n-2}, ...
-        bits = np.stack([a, w], 1)[::-1].ravel().astype(float)
-        free = np.stack([(pinned_a == 0) & ~np.bool_(weights_only), pinned_w == 0], 1)
-        bits[~free[::-1].ravel() | (bits <= min_bit)] = -np.inf
-        k = int(np.argmax(bits))
-        if bits[k] == -np.inf:
-            raise RuntimeError("budget cannot be met")
-        layer, is_w = n - 1 - k // 2, k % 2 == 1
-        (w if is_w else a)[layer] -= 1
     return w, a
 
 
@@ -298,6 +279,7 @@ def run_one(
         {
             "strategy": strategy,
             "episodes": args.episodes,
+            "enforce": "level" if variant == "level" else "reference",
             "ddpg": {"seed": seed, "sigma_decay": decay}
             | ({"warmup_episodes": 10} if variant == "actor-w10" else {}),
         }

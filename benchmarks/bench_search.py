@@ -8,7 +8,8 @@ Scenarios:
   bops-pinned    BOPs <= 0.25x of w8a8, first and last layer pinned to 8 bits (haq's default)
   bops-free      BOPs <= 0.25x of w8a8, nothing pinned (as other toolkits search)
 
-Strategies: haq (DDPG agent) and random search, once per search seed; ilp and greedy (on
+Strategies: haq (DDPG agent; haq-level: with ``--enforce level``) and random search, once per
+search seed; ilp and greedy (on
 measured sensitivities) and uniform, which involve no randomness. Every search's best policy
 then gets the same final finetune once per finetune seed and is measured on the test set.
 
@@ -45,8 +46,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "bops-pinned": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}),
     "bops-free": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}, keep_8bit=["none"]),
 }
-STRATEGIES = ("haq", "random", "ilp", "greedy", "uniform")
-SEEDED = ("haq", "random")  # the strategies whose result depends on the search seed
+STRATEGIES = ("haq", "random", "ilp", "greedy", "uniform", "haq-level")
+SEEDED = ("haq", "random", "haq-level")  # the strategies whose result depends on the search seed
+VARIANTS = {"haq-level": dict(strategy="haq", enforce="level")}  # benchmark name: options
 
 
 def _curve(run_dir: Path) -> list[float]:
@@ -62,7 +64,7 @@ def _curve(run_dir: Path) -> list[float]:
 def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One search (resumed if interrupted), summarised for the benchmark JSON."""
     out = Path(args.runs) / f"{name}-{strategy}-s{seed}"
-    cfg = SearchConfig(strategy=strategy, **SCENARIOS[name])
+    cfg = SearchConfig(**(SCENARIOS[name] | VARIANTS.get(strategy, {"strategy": strategy})))
     if strategy in SEEDED:
         cfg.episodes = args.episodes
     cfg.ddpg.seed = seed  # the search seed only: data split and finetunes unchanged

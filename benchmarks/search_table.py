@@ -22,8 +22,14 @@ TITLES = {
     "bops-pinned": ("BOPs <= 0.25x, first/last pinned", "bops", "w8a8"),
     "bops-free": ("BOPs <= 0.25x, nothing pinned", "bops", "w8a8"),
 }
-LABELS = {"haq": "HAQ agent", "random": "random", "ilp": "ILP", "greedy": "greedy"}
-ORDER = ("haq", "random", "ilp", "greedy", "uniform")
+LABELS = {
+    "haq": "HAQ agent",
+    "haq-level": "HAQ agent, --enforce level",
+    "random": "random",
+    "ilp": "ILP",
+    "greedy": "greedy",
+}
+ORDER = ("haq", "haq-level", "random", "ilp", "greedy", "uniform")
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
@@ -104,7 +110,14 @@ def plot(results: dict[str, Any], out: Path) -> None:
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    colors = {"haq": "C0", "random": "C1", "ilp": "C2", "greedy": "C3", "uniform": "gray"}
+    colors = {
+        "haq": "C0",
+        "haq-level": "C4",
+        "random": "C1",
+        "ilp": "C2",
+        "greedy": "C3",
+        "uniform": "gray",
+    }
     for ax, name in zip(axes.flat, names, strict=False):
         by = _rows(results[name])
         for strategy, entries in by.items():
@@ -137,36 +150,40 @@ def _reach(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, best in enumerate(curve) if best >= target), None)
 
 
+def _robustness_row(title: str, strategy: str, by: dict[str, list[dict[str, Any]]]) -> str:
+    haq = sorted(by[strategy], key=lambda e: e["search_seed"])
+    uniform = statistics.mean(_tests(by["uniform"]))
+    tests = [statistics.mean(e["test_top1"].values()) for e in haq if e.get("test_top1")]
+    beats = f"{sum(t > uniform for t in tests)}/{len(tests)}"
+    rand = by.get("random", [])
+    reach_text, half_text, rand_text = "-", "-", "not measured"
+    if rand:
+        target = statistics.mean(e["heldout_top1"] for e in rand)
+        evals = statistics.mean(len(e["curve"]) for e in rand)
+        reach = [_reach(e["curve"], target) for e in haq]
+        rand_text = f"{target:.2f} ({evals:.0f})"
+        reach_text = ", ".join("never" if r is None else str(r) for r in reach)
+        half_text = f"{sum(r is not None and r <= evals / 2 for r in reach)}/{len(reach)}"
+    return (
+        f"| {title} | {LABELS[strategy]} | {', '.join(f'{t:.2f}' for t in tests)} "
+        f"| {uniform:.2f} | {beats} | {rand_text} | {reach_text} | {half_text} |"
+    )
+
+
 def robustness(results: dict[str, Any]) -> str:
     """Issue 12's agent targets per scenario: every HAQ search seed beats uniform on the test
     set (mean over finetune seeds), and reaches random search's best held-out top-1 (the mean
     over random seeds) within half of random's evaluations."""
     lines = [
-        "| scenario | HAQ test top-1 per search seed | uniform | beats uniform "
-        "| random best held-out (evaluations) | HAQ evaluations to reach it | within half |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | agent | test top-1 per search seed | uniform | beats uniform "
+        "| random best held-out (evaluations) | evaluations to reach it | within half |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in [n for n in TITLES if n in results]:
         by = _rows(results[name])
-        haq = sorted(by.get("haq", []), key=lambda e: e["search_seed"])
-        if not haq or "uniform" not in by:
-            continue
-        uniform = statistics.mean(_tests(by["uniform"]))
-        tests = [statistics.mean(e["test_top1"].values()) for e in haq if e.get("test_top1")]
-        beats = f"{sum(t > uniform for t in tests)}/{len(tests)}"
-        rand = by.get("random", [])
-        reach_text, half_text, rand_text = "-", "-", "not measured"
-        if rand:
-            target = statistics.mean(e["heldout_top1"] for e in rand)
-            evals = statistics.mean(len(e["curve"]) for e in rand)
-            reach = [_reach(e["curve"], target) for e in haq]
-            rand_text = f"{target:.2f} ({evals:.0f})"
-            reach_text = ", ".join("never" if r is None else str(r) for r in reach)
-            half_text = f"{sum(r is not None and r <= evals / 2 for r in reach)}/{len(reach)}"
-        lines.append(
-            f"| {TITLES[name][0]} | {', '.join(f'{t:.2f}' for t in tests)} | {uniform:.2f} "
-            f"| {beats} | {rand_text} | {reach_text} | {half_text} |"
-        )
+        for strategy in ("haq", "haq-level"):
+            if by.get(strategy) and "uniform" in by:
+                lines.append(_robustness_row(TITLES[name][0], strategy, by))
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from haq.hardware.table import cost_table
 from haq.layers import extract_layers
 from haq.models import create_model
 from haq.policy import Policy
-from haq.search.budget import check_feasible, enforce, parse_budget
+from haq.search.budget import check_feasible, enforce, enforce_level, parse_budget
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
 from haq.search.env import STATE_DIM, Episode, action_to_bits
@@ -103,6 +103,38 @@ def test_enforcement_always_within_every_budget(mbv2_table, seed):
     assert w[0] == 8 and w[-1] == 8 and a[-1] == 8  # pins untouched
     # the paper's order: the last free layer is lowered first
     assert (w0 - w)[-2] + (a0 - a)[-2] >= (w0 - w)[1] + (a0 - a)[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_level_enforcement_holds_every_budget_and_lowers_the_most_precise_first(mbv2_table, seed):
+    t = mbv2_table["bitfusion"]
+    n = len(t.layers)
+    budgets = [parse_budget("energy", "0.5x", t), parse_budget("size", "0.15x", t)]
+    pw, pa = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    pw[0] = pw[-1] = pa[-1] = 8
+    rng = np.random.default_rng(seed)
+    w0, a0 = rng.integers(2, 9, n), rng.integers(2, 9, n)
+    w0, a0 = np.where(pw > 0, pw, w0), np.where(pa > 0, pa, a0)
+    w, a = enforce_level(t, w0, a0, budgets, 2, pw, pa)
+    cost = t.policy_cost(w, a)
+    for b in budgets:
+        assert cost.total(b.metric) <= b.limit * (1 + 1e-9)
+    assert (w <= w0).all() and (a <= a0).all() and w.min() >= 2 and a.min() >= 2
+    assert w[0] == 8 and w[-1] == 8 and a[-1] == 8  # pins untouched
+    free = np.concatenate([pw == 0, pa == 0])
+    before, after = np.concatenate([w0, a0])[free], np.concatenate([w, a])[free]
+    lowered = after < before
+    assert lowered.any()
+    # each bit taken was the highest at that moment: a lowered operand ends at most one bit
+    # below the highest free operand
+    assert (after.max() - after[lowered] <= 1).all()
+    # from all-8, the result is nearly uniform (within one bit) and fills the budget
+    w8, a8 = enforce_level(t, np.full(n, 8), np.full(n, 8), budgets, 2, pw, pa)
+    top = np.concatenate([w8, a8])[free]
+    assert top.max() - top.min() <= 1
+    w_ref, a_ref = enforce(t, np.full(n, 8), np.full(n, 8), budgets, 2, pw, pa)
+    ref = np.concatenate([w_ref, a_ref])[free]
+    assert ref.max() - ref.min() >= top.max() - top.min()
 
 
 def test_infeasible_budget_message(mbv2_table):

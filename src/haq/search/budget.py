@@ -1,4 +1,4 @@
-"""Resource budgets: parsing, feasibility, and the paper's sequential enforcement.
+"""Resource budgets: parsing, feasibility, and the enforcement of over-budget proposals.
 
 A budget is ``METRIC <= LIMIT`` with ``METRIC`` one of latency, energy, size, bops. The limit
 is absolute with a unit (``12ms``, ``3.5mJ``, ``1.2MB``, ``2.5G`` BOPs) or a ratio
@@ -152,3 +152,35 @@ def enforce(
                     return w, a
         if not changed:
             raise HaqError("budget cannot be met even with every free layer at the minimum bits")
+
+
+def enforce_level(
+    table: CostTable,
+    w_bits: np.ndarray,
+    a_bits: np.ndarray,
+    budgets: Sequence[Budget],
+    min_bit: int,
+    pinned_w: np.ndarray,
+    pinned_a: np.ndarray,
+    weights_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower bits one at a time, always the free operand with the most bits (ties: the last
+    layer first, its activation before its weight, as in :func:`enforce`), until every budget
+    holds. A proposal above the budget everywhere thus ends near the largest uniform policy
+    that fills the budget, instead of :func:`enforce`'s trimming of the last layers; the
+    proposal's lower bits are kept. Not in the paper (docs/search.md, "Agent robustness")."""
+    w, a = w_bits.copy(), a_bits.copy()
+    n = len(w)
+    # candidates in tie-break order: a[n-1], w[n-1], a[n-2], w[n-2], ...
+    free = np.stack([(pinned_a == 0) & (not weights_only), pinned_w == 0], 1)[::-1].ravel()
+    while not _fits(table, w, a, budgets):
+        bits = np.stack([a, w], 1)[::-1].ravel().astype(float)
+        bits[~free | (bits <= min_bit)] = -np.inf
+        k = int(np.argmax(bits))  # the first maximum: the tie-break order above
+        if bits[k] == -np.inf:
+            raise HaqError("budget cannot be met even with every free layer at the minimum bits")
+        (w if k % 2 else a)[n - 1 - k // 2] -= 1
+    return w, a
+
+
+ENFORCERS = {"reference": enforce, "level": enforce_level}

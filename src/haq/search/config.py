@@ -12,6 +12,7 @@ from typing import Any
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
 from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt
+from haq.search.budget import ENFORCERS
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 
 PROTOCOLS = ("fast", "paper")
@@ -97,6 +98,13 @@ class SearchConfig:
         show_default=False,
         low=1,
     )
+    enforce: str = opt(
+        "reference",
+        "how a haq or random proposal over the budget is brought within it: reference (the "
+        "HAQ code: rounds from the last layer back, one bit per operand) or level (one bit at "
+        "a time from the operand with the most bits; more robust on a proxy, not in the paper)",
+        choices=tuple(ENFORCERS),
+    )
     min_bit: int = opt(2, "lowest bit width the search may choose", low=1, high=8)
     max_bit: int = opt(8, "highest bit width the search may choose", low=1, high=8)
     keep_8bit: list[str] = opt(
@@ -165,6 +173,8 @@ class SearchConfig:
             raise HaqError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
         if self.checkpoint and self.weights:
             raise HaqError("give --checkpoint or --weights, not both")
+        if self.enforce not in ENFORCERS:
+            raise HaqError(f"unknown enforcement {self.enforce!r}; valid: reference, level")
         if self.mode not in ("linear", "kmeans"):
             raise HaqError(f"unknown mode {self.mode!r}; valid: linear, kmeans")
         if not 1 <= self.min_bit <= self.max_bit <= 8:

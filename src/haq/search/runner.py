@@ -41,7 +41,7 @@ from haq.layers import extract_layers
 from haq.policy import Policy
 from haq.runlock import LOCK_NAME, run_lock
 from haq.search.baselines import largest_uniform_bits
-from haq.search.budget import Budget, check_feasible, enforce, format_value, parse_budget
+from haq.search.budget import ENFORCERS, Budget, check_feasible, format_value, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
@@ -233,7 +233,7 @@ class Search:
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.ctx
         w, a = self._pin(w, a)
-        return enforce(
+        return ENFORCERS[c.cfg.enforce](
             c.table, w, a, c.budgets, c.cfg.min_bit, c.pinned_w, c.pinned_a, self.weights_only
         )
 
