@@ -166,9 +166,9 @@ def enforce_level(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower bits one at a time, always the free operand with the most bits (ties: the last
     layer first, its activation before its weight, as in :func:`enforce`), until every budget
-    holds. A proposal above the budget everywhere thus ends near the largest uniform policy
-    that fills the budget, instead of :func:`enforce`'s trimming of the last layers; the
-    proposal's lower bits are kept. Not in the paper (docs/search.md, "Agent robustness")."""
+    holds. From 8 bits everywhere this is :func:`enforce`'s result; on a mixed proposal the
+    operands proposed low keep their bits, where each round of :func:`enforce` lowers every
+    free operand. Not in the paper (docs/search.md, "Agent robustness")."""
     w, a = w_bits.copy(), a_bits.copy()
     n = len(w)
     # candidates in tie-break order: a[n-1], w[n-1], a[n-2], w[n-2], ...
