@@ -30,11 +30,12 @@ Mapping (documented in docs/hardware-models.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from haq.hardware.config import FieldSpec, HardwareConfig
-from haq.hardware.shapes import A_BITS, W_BITS, ArchCosts, ceil_div, gemm_shapes
+from haq.hardware.shapes import A_BITS, W_BITS, ArchCosts, GemmShapes, ceil_div, gemm_shapes
 from haq.layers import LayerSpec
 
 HAS_ENERGY = True
@@ -77,6 +78,54 @@ def precision_factor(w_bits: np.ndarray, a_bits: np.ndarray) -> np.ndarray:
     return (8.0 / compute_bits(a_bits)) * (8.0 / compute_bits(w_bits))
 
 
+class _Traffic(NamedTuple):
+    """DRAM bits per layer and (w, a) of the cheaper loop order, and what sizes them."""
+
+    w: np.ndarray
+    i: np.ndarray
+    o: np.ndarray
+    obuf_passes: np.ndarray  # output-buffer read-modify-write passes per output element
+    w_total: np.ndarray  # one copy of the weights, bits
+    i_total: np.ndarray  # one copy of the inputs, bits
+    o_total: np.ndarray  # one copy of the finished outputs, bits
+
+
+def _traffic(s: GemmShapes, w: np.ndarray, a: np.ndarray, p: dict[str, float]) -> _Traffic:
+    """Tile under the half-size buffers; keep the loop order that moves fewer DRAM bits."""
+    w_total = s.k * s.n * w
+    i_total = s.in_elems_per_group * a
+    o_elems = s.m * s.n
+    o_total = o_elems * (a if p["output_bits"] == 0 else p["output_bits"])
+    wcap = p["weight_buffer_kib"] * 8192.0 / 2
+    icap = p["input_buffer_kib"] * 8192.0 / 2
+    cols_used = np.minimum(p["cols"], s.n)
+    # A) weight-stationary
+    full_ic_fits = s.k * cols_used * w <= wcap
+    oc_tile = np.where(full_ic_fits, np.minimum(s.n, np.floor(wcap / (s.k * w))), cols_used)
+    ic_tile = np.where(
+        full_ic_fits,
+        s.in_ch_per_group,
+        np.maximum(1.0, np.floor(wcap / (s.kernel_area * cols_used * w))),
+    )
+    n_oc = ceil_div(s.n, np.maximum(oc_tile, 1.0))
+    n_ic = ceil_div(s.in_ch_per_group, ic_tile)
+    a_w, a_i = w_total, i_total * n_oc
+    a_o = o_total + o_elems * p["psum_bits"] * 2 * (n_ic - 1)  # spilled partial sums
+    # B) input-stationary
+    n_in = ceil_div(i_total, icap)
+    b_w, b_i, b_o = w_total * n_in, i_total, o_total
+    use_a = (a_w + a_i + a_o) <= (b_w + b_i + b_o)
+    return _Traffic(
+        w=s.groups * np.where(use_a, a_w, b_w),
+        i=s.groups * np.where(use_a, a_i, b_i),
+        o=s.groups * np.where(use_a, a_o, b_o),
+        obuf_passes=np.where(use_a, n_ic, 1.0),
+        w_total=w_total,
+        i_total=i_total,
+        o_total=o_total,
+    )
+
+
 def costs(layers: Sequence[LayerSpec], hw: HardwareConfig) -> ArchCosts:
     """Cycles, latency, DRAM bytes and energy of every layer at every (w, a) pair."""
     p = hw.params
@@ -90,53 +139,23 @@ def costs(layers: Sequence[LayerSpec], hw: HardwareConfig) -> ArchCosts:
     im2col = s.m * oc_tiles * ceil_div(s.k, rows * pf)
     compute = s.groups * np.minimum(direct, im2col)
 
-    # DRAM bits per group
-    w_bits_total = s.k * s.n * w
-    i_bits_total = s.in_elems_per_group * a
-    out_bits = a if p["output_bits"] == 0 else p["output_bits"]
-    o_elems = s.m * s.n
-    o_bits_total = o_elems * out_bits
+    t = _traffic(s, w, a, p)
+    dram_bits = t.w + t.i + t.o
+    memory = dram_bits / p["dram_bits_per_cycle"]
     wcap = p["weight_buffer_kib"] * 8192.0 / 2
     icap = p["input_buffer_kib"] * 8192.0 / 2
     ocap = p["output_buffer_kib"] * 8192.0 / 2
-    cols_used = np.minimum(cols, s.n)
-
-    # A) weight-stationary
-    full_ic_fits = s.k * cols_used * w <= wcap
-    oc_tile = np.where(full_ic_fits, np.minimum(s.n, np.floor(wcap / (s.k * w))), cols_used)
-    ic_tile = np.where(
-        full_ic_fits,
-        s.in_ch_per_group,
-        np.maximum(1.0, np.floor(wcap / (s.kernel_area * cols_used * w))),
-    )
-    n_oc = ceil_div(s.n, np.maximum(oc_tile, 1.0))
-    n_ic = ceil_div(s.in_ch_per_group, ic_tile)
-    a_w, a_i = w_bits_total, i_bits_total * n_oc
-    a_o = o_bits_total + o_elems * p["psum_bits"] * 2 * (n_ic - 1)  # spilled partial sums
-    # B) input-stationary
-    n_in = ceil_div(i_bits_total, icap)
-    b_w, b_i, b_o = w_bits_total * n_in, i_bits_total, o_bits_total
-    use_a = (a_w + a_i + a_o) <= (b_w + b_i + b_o)
-    dram_w = s.groups * np.where(use_a, a_w, b_w)
-    dram_i = s.groups * np.where(use_a, a_i, b_i)
-    dram_o = s.groups * np.where(use_a, a_o, b_o)
-    dram_bits = dram_w + dram_i + dram_o
-
-    memory = dram_bits / p["dram_bits_per_cycle"]
-    first = (np.minimum(w_bits_total, wcap) + np.minimum(i_bits_total, icap)) / p[
-        "dram_bits_per_cycle"
-    ]
-    last = np.minimum(o_bits_total, ocap) / p["dram_bits_per_cycle"]
+    first = (np.minimum(t.w_total, wcap) + np.minimum(t.i_total, icap)) / p["dram_bits_per_cycle"]
+    last = np.minimum(t.o_total, ocap) / p["dram_bits_per_cycle"]
     cycles = compute + np.maximum(0.0, memory - compute) + first + last
 
-    obuf_passes = np.where(use_a, n_ic, 1.0)
-    obuf_bits = s.groups * o_elems * p["psum_bits"] * obuf_passes
+    obuf_bits = s.groups * s.m * s.n * p["psum_bits"] * t.obuf_passes
     energy_pj = (
         compute * p["core_pj_per_cycle"]
         + s.macs * w * p["wbuf_read_pj_per_bit"]
-        + dram_w * p["wbuf_write_pj_per_bit"]
-        + s.macs * a / cols_used * p["ibuf_read_pj_per_bit"]
-        + dram_i * p["ibuf_write_pj_per_bit"]
+        + t.w * p["wbuf_write_pj_per_bit"]
+        + s.macs * a / np.minimum(cols, s.n) * p["ibuf_read_pj_per_bit"]
+        + t.i * p["ibuf_write_pj_per_bit"]
         + obuf_bits * (p["obuf_read_pj_per_bit"] + p["obuf_write_pj_per_bit"])
         + dram_bits * p["dram_pj_per_bit"]
     )

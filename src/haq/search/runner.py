@@ -556,20 +556,8 @@ class Search:
         c = self.ctx
         records = read_episodes(self.out)
         best = max(records, key=lambda r: r["reward"])
-        uniform = largest_uniform_bits(
-            c.table,
-            c.budgets,
-            c.cfg.min_bit,
-            c.cfg.max_bit,
-            c.pinned_w,
-            c.pinned_a,
-            self.weights_only,
-        )
-        assert uniform is not None
-        uw, ua = uniform
-        u_eval = self.evaluate(uw, ua)
+        uniform = self._uniform_summary()
         bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
-        ref8 = self.costs(*self._pin(np.full(len(c.names), 8), np.full(len(c.names), 8)))
         sens = self.state.sensitivity or {"passes": 0, "seconds": 0.0}
         summary = {
             "model": c.cfg.model,
@@ -592,19 +580,8 @@ class Search:
                 "w_bits": best["w_bits"],
                 "a_bits": best["a_bits"],
             },
-            "uniform": {
-                "bits": int(uw[int(np.argmin(c.pinned_w > 0))]),  # the first free layer's bits
-                "accuracy": u_eval.accuracy,
-                "check_top1": self._check(uw, ua),
-                "cost": self.costs(uw, ua),
-                "w_bits": uw.tolist(),
-                "a_bits": ua.tolist(),
-            },
-            "w8a8_cost": ref8,
-            "fp32_size_bytes": c.table.fp32_size_bytes(),
-            "layer_names": c.names,
-            "layer_kinds": [s.kind for s in c.table.layers],
-            "memory_bound_w8a8": c.table.uniform_cost(8).memory_bound.tolist(),
+            "uniform": uniform,
+            **self._model_facts(),
             "search_cost": {
                 "policy_evaluations": self.state.evaluations,
                 "sensitivity_passes": sens["passes"],
@@ -624,6 +601,41 @@ class Search:
         }
         atomic_write_json(self.out / "summary.json", summary)
         return summary
+
+    def _uniform_summary(self) -> dict[str, Any]:
+        """The largest uniform policy within every budget, evaluated like an episode."""
+        c = self.ctx
+        uniform = largest_uniform_bits(
+            c.table,
+            c.budgets,
+            c.cfg.min_bit,
+            c.cfg.max_bit,
+            c.pinned_w,
+            c.pinned_a,
+            self.weights_only,
+        )
+        assert uniform is not None
+        uw, ua = uniform
+        return {
+            "bits": int(uw[int(np.argmin(c.pinned_w > 0))]),  # the first free layer's bits
+            "accuracy": self.evaluate(uw, ua).accuracy,
+            "check_top1": self._check(uw, ua),
+            "cost": self.costs(uw, ua),
+            "w_bits": uw.tolist(),
+            "a_bits": ua.tolist(),
+        }
+
+    def _model_facts(self) -> dict[str, Any]:
+        """What the summary says about the model and hardware, whatever the policy."""
+        c = self.ctx
+        all8 = np.full(len(c.names), 8)
+        return {
+            "w8a8_cost": self.costs(*self._pin(all8, all8)),
+            "fp32_size_bytes": c.table.fp32_size_bytes(),
+            "layer_names": c.names,
+            "layer_kinds": [s.kind for s in c.table.layers],
+            "memory_bound_w8a8": c.table.uniform_cost(8).memory_bound.tolist(),
+        }
 
 
 def read_episodes(run_dir: Path) -> list[dict[str, Any]]:
