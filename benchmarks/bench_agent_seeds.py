@@ -70,6 +70,7 @@ VARIANTS = (
     "actor-w10",
     "costly",
     "level",
+    "level-centre",
 )
 
 
@@ -124,6 +125,7 @@ class ProxySearch(Search):
         if self.variant in (
             "centre",
             "centre-penalty",
+            "level-centre",
         ):  # the enforced bits' bin centres, in decision order
             assert self.last_bits is not None
             cfg = self.ctx.cfg
@@ -279,7 +281,7 @@ def run_one(
         {
             "strategy": strategy,
             "episodes": args.episodes,
-            "enforce": "level" if variant == "level" else "reference",
+            "enforce": "level" if variant.startswith("level") else "reference",
             "ddpg": {"seed": seed, "sigma_decay": decay}
             | ({"warmup_episodes": 10} if variant == "actor-w10" else {}),
         }
