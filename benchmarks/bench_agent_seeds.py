@@ -71,6 +71,7 @@ VARIANTS = (
     "costly",
     "level",
     "level-centre",
+    "anchor",
 )
 
 
@@ -282,7 +283,7 @@ def run_one(
             "strategy": strategy,
             "episodes": args.episodes,
             "enforce": "level" if variant.startswith("level") else "reference",
-            "ddpg": {"seed": seed, "sigma_decay": decay}
+            "ddpg": {"seed": seed, "sigma_decay": decay, "anchor": variant == "anchor"}
             | ({"warmup_episodes": 10} if variant == "actor-w10" else {}),
         }
     ).resolved()

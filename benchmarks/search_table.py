@@ -23,13 +23,14 @@ TITLES = {
     "bops-free": ("BOPs <= 0.25x, nothing pinned", "bops", "w8a8"),
 }
 LABELS = {
-    "haq": "HAQ agent",
-    "haq-level": "HAQ agent, --enforce level",
+    "haq-anchor": "HAQ agent (default: anchor episode)",
+    "haq": "HAQ agent, --no-anchor",
+    "haq-level": "HAQ agent, --no-anchor --enforce level",
     "random": "random",
     "ilp": "ILP",
     "greedy": "greedy",
 }
-ORDER = ("haq", "haq-level", "random", "ilp", "greedy", "uniform")
+ORDER = ("haq-anchor", "haq", "haq-level", "random", "ilp", "greedy", "uniform")
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
@@ -111,6 +112,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     colors = {
+        "haq-anchor": "C5",
         "haq": "C0",
         "haq-level": "C4",
         "random": "C1",
@@ -181,7 +183,7 @@ def robustness(results: dict[str, Any]) -> str:
     ]
     for name in [n for n in TITLES if n in results]:
         by = _rows(results[name])
-        for strategy in ("haq", "haq-level"):
+        for strategy in ("haq-anchor", "haq", "haq-level"):
             if by.get(strategy) and "uniform" in by:
                 lines.append(_robustness_row(TITLES[name][0], strategy, by))
     return "\n".join(lines)

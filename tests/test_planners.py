@@ -232,11 +232,12 @@ def test_search_flags_come_from_the_config_dataclass(capsys):
             "ilp",
             "--finetune-steps",
             "4",
+            "--no-anchor",
         ]
     )
     given = given_options(args, SearchConfig)
     assert given == {
-        "ddpg": {"warmup_episodes": 3, "seed": 7},
+        "ddpg": {"warmup_episodes": 3, "seed": 7, "anchor": False},
         "budgets": {"bops": "0.25x", "energy": "1mJ"},
         "keep_8bit": ["first"],
         "per_channel": True,
@@ -247,6 +248,10 @@ def test_search_flags_come_from_the_config_dataclass(capsys):
     assert cfg.ddpg.warmup_episodes == 3 and cfg.ddpg.hidden == 300  # others keep defaults
     assert cfg.budgets == {"bops": "0.25x", "energy": "1mJ"} and cfg.lr == 0.01
     assert given_options(parser.parse_args(["search"]), SearchConfig) == {}
+    assert SearchConfig().ddpg.anchor is True  # on by default, --no-anchor turns it off
+    legacy = SearchConfig().to_dict()
+    del legacy["ddpg"]["anchor"]  # a run configured before the anchor existed ran without it
+    assert SearchConfig.from_dict(legacy).ddpg.anchor is False
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())

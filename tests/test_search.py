@@ -18,7 +18,7 @@ from haq.search.budget import check_feasible, enforce, enforce_level, parse_budg
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
 from haq.search.env import STATE_DIM, Episode, action_to_bits
-from haq.search.runner import Search, search
+from haq.search.runner import Search, build_context, search
 from tests.conftest import conv_spec
 
 TIMING_KEYS = ("seconds", "eval_seconds")
@@ -143,6 +143,15 @@ def test_infeasible_budget_message(mbv2_table):
         check_feasible(
             t, [parse_budget("latency", "0.01x", t)], 2, np.zeros(n, int), np.zeros(n, int)
         )
+
+
+def test_anchor_episode_proposes_the_top_bit_and_keeps_the_other_draws():
+    state = np.zeros(STATE_DIM, dtype=np.float32)
+    on = DDPG(STATE_DIM, 5, DDPGConfig(warmup_episodes=2, seed=3))
+    off = DDPG(STATE_DIM, 5, DDPGConfig(warmup_episodes=2, seed=3, anchor=False))
+    assert [on.act(state, 0) for _ in range(5)] == [1.0] * 5
+    assert max(off.act(state, 0) for _ in range(5)) < 1.0  # random, as in the paper
+    assert [on.act(state, 1) for _ in range(5)] == [off.act(state, 1) for _ in range(5)]
 
 
 # --- environment -----------------------------------------------------------------------------
@@ -280,7 +289,13 @@ def test_search_run_files_and_baselines(tiny_ckpt, tmp_path):
     assert best.names == ["body.0", "body.2", "body.5", "head"]
     assert best.w_bits[0] == 8 and best.key()[-1] == (8, 8)  # pinned first and last
     assert summary["uniform"]["cost"]["energy"] <= limit * (1 + 1e-9)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["hardware"] == "bitfusion"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["hardware"] == "bitfusion" and config["ddpg"]["anchor"] is True
+    # the anchor episode: the top bit everywhere, enforced to the budget (reference trimming)
+    ctx = build_context(SearchConfig.from_dict(config))
+    w, a = Search(ctx, tmp_path / "scratch", progress=False)._enforce(np.full(4, 8), np.full(4, 8))
+    assert (rec["w_bits"], rec["a_bits"]) == (w.tolist(), a.tolist())
+    assert rec["cost"]["energy"] > 0.9 * limit  # it fills the budget
     # the same policy file drives haq cost
     assert (
         main(

@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
         if tp is not bool and not meta["choices"]:
             kwargs["metavar"] = {int: "N", float: "X"}.get(tp, "TEXT")
         if tp is bool:
-            kwargs["action"] = "store_true"
+            kwargs["action"] = "store_false" if default else "store_true"
         elif typing.get_origin(tp) is list:
             kwargs["type"] = _comma_list
         elif tp in (int, float):
@@ -172,6 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         flag = meta["flag"] or f.name.replace("_", "-")
+        if tp is bool and default:
+            flag = f"no-{flag}"  # an option on by default is turned off
         parser.add_argument(f"--{flag}", help=help_text, **kwargs)
 
 

@@ -235,6 +235,8 @@ class SearchConfig:
         if unknown:
             raise HaqError(f"config has unknown keys: {', '.join(sorted(unknown))}")
         args = dict(data)
+        if "ddpg" in args and "anchor" not in args["ddpg"]:  # saved before the anchor existed
+            args["ddpg"] = {**args["ddpg"], "anchor": False}
         try:
             args["ddpg"] = DDPGConfig(**args.get("ddpg", {}))
         except TypeError as err:

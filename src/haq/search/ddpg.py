@@ -39,6 +39,12 @@ class DDPGConfig:
     replay_episodes: int = 128  # replay capacity = 128 x decisions per episode
     batch_size: int = 64
     warmup_episodes: int = opt(20, "random warm-up episodes of the haq agent", flag="warmup", low=0)
+    anchor: bool = opt(
+        True,
+        "the first warm-up episode proposes the top bit for every decision (then enforced to "
+        "the budget), so every search scores the policy a saturated agent ends with; "
+        "--no-anchor: every warm-up episode random, as in the paper",
+    )
     init_sigma: float = 0.5  # exploration: truncated normal, sigma = 0.5 * decay^(ep - warmup)
     # None: the paper's 0.99 per episode over its 600 episodes, stretched to this run's length
     # (see stretched_sigma_decay); a number is used as given (0.99 = the paper's literal rule)
@@ -229,9 +235,12 @@ class DDPG:
         return self.cfg.init_sigma * self.sigma_decay ** max(0, episode - self.cfg.warmup_episodes)
 
     def act(self, state: np.ndarray, episode: int, explore: bool = True) -> float:
-        """Uniform in warm-up; else the actor's output plus truncated-normal noise in [0, 1]."""
+        """Uniform in warm-up (1, the top bit, in the anchor episode 0: the draw is still
+        made, so the other episodes are unchanged); else the actor's output plus
+        truncated-normal noise in [0, 1]."""
         if explore and episode < self.cfg.warmup_episodes:
-            return float(self.rng.uniform(0.0, 1.0))
+            u = float(self.rng.uniform(0.0, 1.0))
+            return 1.0 if self.cfg.anchor and episode == 0 else u
         mu = float(self.actor(torch.from_numpy(state).unsqueeze(0)))
         if not explore:
             return mu
