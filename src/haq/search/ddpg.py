@@ -41,9 +41,9 @@ class DDPGConfig:
     warmup_episodes: int = opt(20, "random warm-up episodes of the haq agent", flag="warmup", low=0)
     anchor: bool = opt(
         True,
-        "the first warm-up episode proposes the top bit for every decision (then enforced to "
-        "the budget), so every search scores the policy a saturated agent ends with; "
-        "--no-anchor: every warm-up episode random, as in the paper",
+        "no anchor episode: every warm-up episode random, as in the paper (by default the "
+        "first proposes the top bit for every decision, enforced to the budget, so every "
+        "search scores the policy a saturated agent ends with)",
     )
     init_sigma: float = 0.5  # exploration: truncated normal, sigma = 0.5 * decay^(ep - warmup)
     # None: the paper's 0.99 per episode over its 600 episodes, stretched to this run's length
