@@ -153,9 +153,9 @@ def _reach(curve: list[float], target: float) -> int | None:
 
 
 def _robustness_row(title: str, strategy: str, by: dict[str, list[dict[str, Any]]]) -> str:
-    haq = sorted(by[strategy], key=lambda e: e["search_seed"])
+    haq = sorted((e for e in by[strategy] if e.get("test_top1")), key=lambda e: e["search_seed"])
     uniform = statistics.mean(_tests(by["uniform"]))
-    tests = [statistics.mean(e["test_top1"].values()) for e in haq if e.get("test_top1")]
+    tests = [statistics.mean(e["test_top1"].values()) for e in haq]
     beats = f"{sum(t > uniform for t in tests)}/{len(tests)}"
     rand = by.get("random", [])
     reach_text, half_text, rand_text = "-", "-", "not measured"
@@ -166,8 +166,9 @@ def _robustness_row(title: str, strategy: str, by: dict[str, list[dict[str, Any]
         rand_text = f"{target:.2f} ({evals:.0f})"
         reach_text = ", ".join("never" if r is None else str(r) for r in reach)
         half_text = f"{sum(r is not None and r <= evals / 2 for r in reach)}/{len(reach)}"
+    per_seed = ", ".join(f"s{e['search_seed']}: {t:.2f}" for e, t in zip(haq, tests, strict=True))
     return (
-        f"| {title} | {LABELS[strategy]} | {', '.join(f'{t:.2f}' for t in tests)} "
+        f"| {title} | {LABELS[strategy]} | {per_seed} "
         f"| {uniform:.2f} | {beats} | {rand_text} | {reach_text} | {half_text} |"
     )
 
@@ -184,7 +185,7 @@ def robustness(results: dict[str, Any]) -> str:
     for name in [n for n in TITLES if n in results]:
         by = _rows(results[name])
         for strategy in ("haq-anchor", "haq", "haq-level"):
-            if by.get(strategy) and "uniform" in by:
+            if any(e.get("test_top1") for e in by.get(strategy, [])) and "uniform" in by:
                 lines.append(_robustness_row(TITLES[name][0], strategy, by))
     return "\n".join(lines)
 
