@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    print(f"wrote {out}")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def _reach(curve: list[float], target: float) -> int | None:

@@ -43,7 +43,7 @@ class DDPGConfig:
         True,
         "no anchor episode: every warm-up episode random, as in the paper (by default the "
         "first proposes the top bit for every decision, enforced to the budget, so every "
-        "search scores the policy a saturated agent ends with)",
+        "search scores the policy a saturated agent ends with; with --warmup 0 there is none)",
     )
     init_sigma: float = 0.5  # exploration: truncated normal, sigma = 0.5 * decay^(ep - warmup)
     # None: the paper's 0.99 per episode over its 600 episodes, stretched to this run's length
