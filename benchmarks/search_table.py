@@ -88,14 +88,19 @@ def table(results: dict[str, Any]) -> str:
             passes = e0.get("sensitivity_passes", 0)
             evals_text = f"{evals:.0f}" + (f" + {passes} sensitivity passes" if passes else "")
             secs = [e["search_s"] for e in entries if "search_s" in e]
-            n_ft = len(e0.get("test_top1", {}))
+            n_ft = {len(e.get("test_top1", {})) for e in entries}
+            runs = (
+                f"{len(entries)} x {n_ft.pop()}"
+                if len(n_ft) == 1
+                else f"{len(entries)} searches, {len(_tests(entries))} finetunes"
+            )
             lines.append(
                 f"| {title} | {label} | {test} "
                 f"| {_ms([e['heldout_top1'] for e in entries])} "
                 f"| {_ms([e['check_top1'] for e in entries if e.get('check_top1') is not None])} "
                 f"| {statistics.mean(e['cost'][metric] for e in entries) / ref:.3f}x {ref_name} "
                 f"| {evals_text} | {f'{statistics.mean(secs):.0f} s' if secs else '-'} "
-                f"| {len(entries)} x {n_ft} |"
+                f"| {runs} |"
             )
     return "\n".join(lines)
 
