@@ -249,6 +249,8 @@ if __name__ == "__main__":
     ap.add_argument("--edge-cloud", action="store_true")
     ap.add_argument("--robustness", action="store_true")
     a = ap.parse_args()
+    if not Path(a.json).is_file():
+        ap.error(f"no such file: {a.json} (run benchmarks/bench_search.py first)")
     data = json.loads(Path(a.json).read_text())
     print(edge_cloud(data) if a.edge_cloud else robustness(data) if a.robustness else table(data))
     if a.plot:
