@@ -54,12 +54,13 @@ def plan_ilp(
     pinned_a: np.ndarray,
     weights_only: bool = False,
     k: int = 1,
+    exclude: Sequence[Bits] = (),
     time_limit_s: float = 60.0,
 ) -> list[Bits]:
     """The ``k`` policies of least total score under every budget, best first (fewer if fewer
-    exist), by integer programming with HiGHS: one binary per (layer, choice), exactly one
-    choice per layer, one row per budget; each further policy adds a cut that excludes the
-    ones found before."""
+    exist), other than those in ``exclude``, by integer programming with HiGHS: one binary per
+    (layer, choice), exactly one choice per layer, one row per budget; each excluded or found
+    policy adds a cut that excludes it."""
     n = len(table.layers)
     opts = _options(n, min_bit, max_bit, pinned_w, pinned_a, weights_only)
     layer = np.array([o[0] for o in opts])
@@ -72,6 +73,12 @@ def plan_ilp(
         cost = table.metric_table(b.metric)[layer, wi, ai] / b.limit
         rows.append(LinearConstraint(cost[None, :], -np.inf, 1.0 + 1e-9))
     objective = score[layer, wi, ai]
+
+    def cut(w: np.ndarray, a: np.ndarray) -> LinearConstraint:
+        row = ((w[layer] == wi + 1) & (a[layer] == ai + 1)).astype(float)[None, :]
+        return LinearConstraint(row, -np.inf, n - 1)
+
+    rows += [cut(w, a) for w, a in exclude]
     found: list[Bits] = []
     for _ in range(k):
         res = milp(
@@ -87,10 +94,8 @@ def plan_ilp(
         w, a = np.zeros(n, np.int64), np.zeros(n, np.int64)
         w[layer[chosen]], a[layer[chosen]] = wi[chosen] + 1, ai[chosen] + 1
         found.append((w, a))
-        cut = np.zeros((1, len(opts)))
-        cut[0, chosen] = 1.0
-        rows.append(LinearConstraint(cut, -np.inf, n - 1))
-    if not found:
+        rows.append(cut(w, a))
+    if not found and not exclude:
         raise HaqError("the integer program found no policy within every budget")
     return found
 
@@ -142,3 +147,12 @@ def plan_greedy(
             w[i] -= 1
         else:
             a[i] -= 1
+
+
+def act_weights(k: int) -> list[float]:
+    """The ``k`` weights of the activation sensitivities against the weight sensitivities that
+    the ``ilp`` strategy plans with, one policy each: 1, 1/2, 2, 1/4, 4, ... The measured
+    sensitivities are of the model before any finetune, which recovers part of the loss of
+    either operand; how much of each is not known in advance, so the candidates span the
+    trade-off and the evaluations pick."""
+    return [2.0 ** ((j + 1) // 2 * (-1 if j % 2 else 1)) for j in range(k)]

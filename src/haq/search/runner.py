@@ -46,7 +46,7 @@ from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.ddpg import DDPG
 from haq.search.env import STATE_DIM, Episode
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
-from haq.search.planners import plan_greedy, plan_ilp
+from haq.search.planners import act_weights, plan_greedy, plan_ilp
 from haq.search.sensitivity import Sensitivity, measure_sensitivity
 from haq.train import evaluate, pick_device
 
@@ -295,13 +295,17 @@ class Search:
                 progress=self.progress,
             )
             self.state.sensitivity = sens.to_dict()
-        score = Sensitivity.from_dict(self.state.sensitivity).pair_table()
+        sens = Sensitivity.from_dict(self.state.sensitivity)
         t0 = time.perf_counter()
-        args = (c.table, c.budgets, score, cfg.min_bit, cfg.max_bit, c.pinned_w, c.pinned_a)
+        limits = (c.table, c.budgets)
+        bits = (cfg.min_bit, cfg.max_bit, c.pinned_w, c.pinned_a, self.weights_only)
         if cfg.strategy == "ilp":
-            plans = plan_ilp(*args, self.weights_only, k=int(cfg.episodes or 1))
+            plans: list[tuple[np.ndarray, np.ndarray]] = []
+            for act_weight in act_weights(int(cfg.episodes or 1)):
+                score = sens.pair_table(act_weight)
+                plans += plan_ilp(*limits, score, *bits, k=1, exclude=plans)
         else:
-            plans = [plan_greedy(*args, self.weights_only)]
+            plans = [plan_greedy(*limits, sens.pair_table(), *bits)]
         self.agent_s += time.perf_counter() - t0
         self.state.plan = [(w.tolist(), a.tolist()) for w, a in plans]
 

@@ -44,9 +44,10 @@ class Sensitivity:
     passes: int  # forward passes of the sensitivity batch
     seconds: float
 
-    def pair_table(self) -> np.ndarray:
-        """[L, 8, 8] planned score of every (w, a) pair: ``weights[:, w-1] + acts[:, a-1]``."""
-        return self.weights[:, :, None] + self.acts[:, None, :]
+    def pair_table(self, act_weight: float = 1.0) -> np.ndarray:
+        """[L, 8, 8] planned score of every (w, a) pair:
+        ``weights[:, w-1] + act_weight * acts[:, a-1]``."""
+        return self.weights[:, :, None] + act_weight * self.acts[:, None, :]
 
     def to_dict(self) -> dict[str, Any]:
         return {
