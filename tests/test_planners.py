@@ -16,7 +16,7 @@ from haq.evaluation import EvalSetup
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.search.budget import enforce, parse_budget
-from haq.search.planners import plan_greedy, plan_ilp
+from haq.search.planners import act_weights, plan_greedy, plan_ilp
 from haq.search.runner import Search, search
 from haq.search.sensitivity import measure_sensitivity
 from tests.conftest import conv_spec, linear_spec
@@ -78,6 +78,36 @@ def test_ilp_finds_the_enumerated_optimum_under_two_budgets(small_table, seed):
         cost = small_table.policy_cost(w, a)
         assert all(cost.total(b.metric) <= b.limit * (1 + 1e-9) for b in budgets)
         assert w.min() >= 2 and a.max() <= 4
+
+
+def test_ilp_excludes_given_policies(small_table):
+    budgets = [parse_budget("bops", "0.3x", small_table)]
+    score = _score(4, 2)
+    none = np.zeros(4, np.int64)
+    best = _enumerate(small_table, budgets, score, 2, 4)
+    first = plan_ilp(small_table, budgets, score, 2, 4, none, none)
+    (second,) = plan_ilp(small_table, budgets, score, 2, 4, none, none, exclude=first)
+    total = float(score[np.arange(4), second[0] - 1, second[1] - 1].sum())
+    assert total == pytest.approx(best[1][0], rel=1e-9)  # the runner-up by enumeration
+    everything = [(w, a) for _, w, a in best]
+    assert plan_ilp(small_table, budgets, score, 2, 4, none, none, exclude=everything) == []
+
+
+def test_ilp_candidates_span_the_operand_trade_off(small_table):
+    """A heavier weight on the activation sensitivities buys activation bits with weight bits."""
+    assert act_weights(5) == [1.0, 0.5, 2.0, 0.25, 4.0] and act_weights(1) == [1.0]
+    rng = np.random.default_rng(5)
+    bits = np.arange(1, 9, dtype=np.float64)
+    sw = rng.uniform(0.5, 5.0, (4, 1)) * 2.0 ** (-bits)[None, :]
+    sa = rng.uniform(0.5, 5.0, (4, 1)) * 2.0 ** (-bits)[None, :]
+    budgets = [parse_budget("bops", "0.3x", small_table)]
+    none = np.zeros(4, np.int64)
+    a_bits = []
+    for lam in (0.05, 1.0, 20.0):
+        score = sw[:, :, None] + lam * sa[:, None, :]
+        ((w, a),) = plan_ilp(small_table, budgets, score, 2, 8, none, none)
+        a_bits.append(int(a.sum()) - int(w.sum()))
+    assert a_bits[0] < a_bits[1] < a_bits[2]
 
 
 def test_planners_respect_pins_and_every_budget(small_table):

@@ -93,8 +93,8 @@ class SearchConfig:
     )
     episodes: int | None = opt(
         None,
-        "policies to evaluate (default: 60 for haq and random, the 5 best ILP solutions for "
-        "ilp, 1 for greedy and uniform)",
+        "policies to evaluate (default: 60 for haq and random, 5 ILP solutions for ilp, one "
+        "per activation/weight sensitivity trade-off, 1 for greedy and uniform)",
         show_default=False,
         low=1,
     )
