@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -306,3 +307,14 @@ def test_auto_strategy_is_resolved_and_saved(tiny_ckpt, tmp_path):
     s = search(cfg, tmp_path / "auto", progress=False)
     saved = json.loads((tmp_path / "auto" / "config.json").read_text())
     assert saved["strategy"] == s["strategy"] == recommended_strategy(cfg.budgets) != "auto"
+
+
+def test_solver_output_on_the_c_stdout_is_silenced(capfd):
+    """HiGHS can print a stray debug line from C (ERGO-Code/HiGHS#2783); it must not reach
+    the user's terminal, and the stdout must work again after the solve."""
+    from haq.search.planners import _solver_stdout_silenced
+
+    with _solver_stdout_silenced():
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution\n")
+    print("after", flush=True)
+    assert capfd.readouterr().out == "after\n"

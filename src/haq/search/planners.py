@@ -9,7 +9,10 @@ budget at once, the bit range and the pins.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import LinearConstraint, milp
@@ -42,6 +45,22 @@ def _options(
             as_ = [int(pinned_a[i])] if pinned_a[i] > 0 else free
         out += [(i, w, a) for w in ws for a in as_]
     return out
+
+
+@contextlib.contextmanager
+def _solver_stdout_silenced() -> Iterator[None]:
+    """HiGHS (1.12, in scipy) prints a stray debug line to the process's C stdout on some
+    solves (ERGO-Code/HiGHS#2783); it tells a user nothing, so the solver's stdout goes to
+    /dev/null while it runs (its status is checked instead)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def plan_ilp(
@@ -81,13 +100,14 @@ def plan_ilp(
     rows += [cut(w, a) for w, a in exclude]
     found: list[Bits] = []
     for _ in range(k):
-        res = milp(
-            objective,
-            integrality=np.ones(len(opts)),
-            bounds=(0, 1),
-            constraints=rows,
-            options={"time_limit": time_limit_s},
-        )
+        with _solver_stdout_silenced():
+            res = milp(
+                objective,
+                integrality=np.ones(len(opts)),
+                bounds=(0, 1),
+                constraints=rows,
+                options={"time_limit": time_limit_s},
+            )
         if res.x is None:
             break
         chosen = np.flatnonzero(res.x > 0.5)
