@@ -318,3 +318,20 @@ def test_solver_output_on_the_c_stdout_is_silenced(capfd):
         os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution\n")
     print("after", flush=True)
     assert capfd.readouterr().out == "after\n"
+
+
+def test_solver_silencing_without_a_stdout():
+    """A process with no stdout (fd 1 closed, as some daemons run) still plans."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "os.close(1)\n"
+        "from haq.search.planners import _solver_stdout_silenced\n"
+        "with _solver_stdout_silenced():\n"
+        "    pass\n"
+        "os.write(2, b'planned')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.endswith(b"planned"), done.stderr

@@ -53,7 +53,11 @@ def _solver_stdout_silenced() -> Iterator[None]:
     solves (ERGO-Code/HiGHS#2783); it tells a user nothing, so the solver's stdout goes to
     /dev/null while it runs (its status is checked instead)."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all (a daemon): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
