@@ -9,7 +9,8 @@ Scenarios:
   bops-free      BOPs <= 0.25x of w8a8, nothing pinned (as other toolkits search)
 
 Strategies: haq (DDPG agent without the anchor episode, as measured before it became the
-default; haq-anchor: the default agent, with it; haq-level: no anchor, ``--enforce level``)
+default; haq-anchor: with it; haq-level: no anchor, ``--enforce level``; haq-anchor-level: the
+anchor and ``--enforce level``)
 and random search, once per search seed; ilp and greedy (on
 measured sensitivities) and uniform, which involve no randomness. Every search's best policy
 then gets the same final finetune once per finetune seed and is measured on the test set.
@@ -47,16 +48,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "bops-pinned": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}),
     "bops-free": dict(hardware="bismo-edge", budgets={"bops": "0.25x"}, keep_8bit=["none"]),
 }
-STRATEGIES = ("haq", "random", "ilp", "greedy", "uniform", "haq-level", "haq-anchor")
+STRATEGIES = (
+    "haq",
+    "random",
+    "ilp",
+    "greedy",
+    "uniform",
+    "haq-level",
+    "haq-anchor",
+    "haq-anchor-level",
+)
 SEEDED = (
     "haq",
     "random",
     "haq-level",
     "haq-anchor",
+    "haq-anchor-level",
 )  # the strategies whose result depends on the search seed
 VARIANTS = {  # benchmark name: options
     "haq-level": dict(strategy="haq", enforce="level"),
     "haq-anchor": dict(strategy="haq"),
+    "haq-anchor-level": dict(strategy="haq", enforce="level"),
 }
 
 
@@ -77,7 +89,8 @@ def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) ->
     if strategy in SEEDED:
         cfg.episodes = args.episodes
     cfg.ddpg.seed = seed  # the search seed only: data split and finetunes unchanged
-    cfg.ddpg.anchor = strategy == "haq-anchor"  # "haq" and "haq-level" ran before the anchor
+    # "haq" and "haq-level" ran before the anchor existed
+    cfg.ddpg.anchor = strategy in ("haq-anchor", "haq-anchor-level")
     resume = (out / "state.pt").is_file()
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
