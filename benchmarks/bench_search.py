@@ -8,10 +8,11 @@ Scenarios:
   bops-pinned    BOPs <= 0.25x of w8a8, first and last layer pinned to 8 bits (haq's default)
   bops-free      BOPs <= 0.25x of w8a8, nothing pinned (as other toolkits search)
 
-Strategies: haq (DDPG agent without the anchor episode, as measured before it became the
-default; haq-anchor: with it; haq-level: no anchor, ``--enforce level``; haq-anchor-level: the
-anchor and ``--enforce level``)
-and random search, once per search seed; ilp and greedy (on
+Strategies: haq-anchor-level (the default agent: anchor episode, ``--enforce level``);
+haq-anchor (the anchor, ``--enforce reference``); haq (the paper's agent: no anchor,
+``--enforce reference``); haq-level (no anchor, ``--enforce level``); and random search with
+the reference enforcement (the paper's baseline; random-level: with ``--enforce level``, the
+default), once per search seed; ilp and greedy (on
 measured sensitivities) and uniform, which involve no randomness. Every search's best policy
 then gets the same final finetune once per finetune seed and is measured on the test set.
 
@@ -57,6 +58,7 @@ STRATEGIES = (
     "haq-level",
     "haq-anchor",
     "haq-anchor-level",
+    "random-level",
 )
 SEEDED = (
     "haq",
@@ -64,11 +66,15 @@ SEEDED = (
     "haq-level",
     "haq-anchor",
     "haq-anchor-level",
+    "random-level",
 )  # the strategies whose result depends on the search seed
-VARIANTS = {  # benchmark name: options
+VARIANTS = {  # benchmark name: options (the enforcement pinned: its default changed)
+    "haq": dict(strategy="haq", enforce="reference"),
+    "random": dict(strategy="random", enforce="reference"),
     "haq-level": dict(strategy="haq", enforce="level"),
-    "haq-anchor": dict(strategy="haq"),
+    "haq-anchor": dict(strategy="haq", enforce="reference"),
     "haq-anchor-level": dict(strategy="haq", enforce="level"),
+    "random-level": dict(strategy="random", enforce="level"),
 }
 
 
