@@ -283,6 +283,9 @@ def test_search_flags_come_from_the_config_dataclass(capsys):
     legacy = SearchConfig().to_dict()
     del legacy["ddpg"]["anchor"]  # a run configured before the anchor existed ran without it
     assert SearchConfig.from_dict(legacy).ddpg.anchor is False
+    assert SearchConfig().enforce == "level"  # the default; runs saved before it ran reference
+    del legacy["enforce"]
+    assert SearchConfig.from_dict(legacy).enforce == "reference"
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())

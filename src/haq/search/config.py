@@ -99,10 +99,10 @@ class SearchConfig:
         low=1,
     )
     enforce: str = opt(
-        "reference",
-        "how a haq or random proposal over the budget is brought within it: reference (the "
-        "HAQ code: rounds from the last layer back, one bit per operand) or level (one bit at "
-        "a time from the operand with the most bits; more robust on a proxy, not in the paper)",
+        "level",
+        "how a haq or random proposal over the budget is brought within it: level (one bit at "
+        "a time from the operand with the most bits; not in the paper) or reference (the HAQ "
+        "code: rounds from the last layer back, one bit per operand)",
         choices=tuple(ENFORCERS),
     )
     min_bit: int = opt(2, "lowest bit width the search may choose", low=1, high=8)
@@ -237,6 +237,7 @@ class SearchConfig:
         args = dict(data)
         if "ddpg" in args and "anchor" not in args["ddpg"]:  # saved before the anchor existed
             args["ddpg"] = {**args["ddpg"], "anchor": False}
+        args.setdefault("enforce", "reference")  # saved before --enforce existed
         try:
             args["ddpg"] = DDPGConfig(**args.get("ddpg", {}))
         except TypeError as err:
