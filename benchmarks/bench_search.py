@@ -33,6 +33,8 @@ import fcntl
 import json
 import shutil
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +139,11 @@ def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) ->
     return entry
 
 
-def finetune_entry(entry: dict[str, Any], scenario: str, args: argparse.Namespace) -> None:
-    """Fill ``entry["test_top1"]`` for every finetune seed not measured yet."""
+def finetune_entry(
+    entry: dict[str, Any], scenario: str, args: argparse.Namespace, saved: Callable[[], None]
+) -> None:
+    """Fill ``entry["test_top1"]`` for every finetune seed not measured yet, calling ``saved``
+    after each (a killed benchmark keeps the finetunes it finished)."""
     cfg = SearchConfig(**SCENARIOS[scenario])
     tests = entry.setdefault("test_top1", {})
     for fseed in args.finetune_seeds:
@@ -167,6 +172,7 @@ def finetune_entry(entry: dict[str, Any], scenario: str, args: argparse.Namespac
         tests[str(fseed)] = res["quantized_test_top1"]
         entry["fp_test_top1"] = res["fp_test_top1"]
         print(f"  finetune seed {fseed}: test {tests[str(fseed)]:.2f}%", flush=True)
+        saved()
 
 
 def _uniform_entry(search_entry: dict[str, Any]) -> dict[str, Any]:
@@ -223,8 +229,7 @@ def run(args: argparse.Namespace) -> dict:
                         scenario["runs"][key] = run_search(name, strategy, seed, args)
                     scenario.update(scenario["runs"][key].get("scenario_facts", {}))
                     save(name, key)
-                finetune_entry(scenario["runs"][key], name, args)
-                save(name, key)
+                finetune_entry(scenario["runs"][key], name, args, partial(save, name, key))
     return results
 
 
