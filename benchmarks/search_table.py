@@ -45,6 +45,7 @@ ORDER = (
     "greedy",
     "uniform",
 )
+AGENTS = ORDER[:4]  # the agent variants, the rows of --robustness
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
@@ -211,7 +212,7 @@ def robustness(results: dict[str, Any], against: str = "random") -> str:
         by = _rows(results[name])
         if against != "random" and against not in by:
             continue
-        for strategy in ORDER[:4]:
+        for strategy in AGENTS:
             if any(e.get("test_top1") for e in by.get(strategy, [])) and "uniform" in by:
                 lines.append(_robustness_row(TITLES[name][0], strategy, by, against))
     return "\n".join(lines)
