@@ -5,12 +5,14 @@ python benchmarks/search_table.py --plot PNG       # also the sample-efficiency 
 python benchmarks/search_table.py --edge-cloud     # edge vs cloud bits of the haq policies
 python benchmarks/search_table.py --robustness     # issue 12's agent targets, per scenario
 python benchmarks/search_table.py --robustness --against random-level  # vs level-enforced random
+python benchmarks/search_table.py --readme README.md  # rewrite the README's three tables
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -264,6 +266,22 @@ def bit_prices() -> str:
     return "\n".join(lines)
 
 
+def update_readme(results: dict[str, Any], readme: Path) -> None:
+    """Replace the tables between the README's markers (``<!-- NAME -->`` ...
+    ``<!-- /NAME -->``) with the ones the results give now."""
+    text = readme.read_text()
+    for marker, body in (
+        ("BENCH-TABLE", table(results)),
+        ("ROBUSTNESS-TABLE", robustness(results)),
+        ("ROBUSTNESS-LEVEL-TABLE", robustness(results, "random-level")),
+    ):
+        pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- /{marker} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{readme}: no <!-- {marker} --> ... <!-- /{marker} --> block")
+        text = pattern.sub(lambda m, b=body: m.group(1) + b + m.group(2), text)
+    readme.write_text(text)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("json", nargs="?", default="benchmarks/results/search.json")
@@ -271,10 +289,13 @@ if __name__ == "__main__":
     ap.add_argument("--edge-cloud", action="store_true")
     ap.add_argument("--robustness", action="store_true")
     ap.add_argument("--against", default="random", choices=("random", "random-level"))
+    ap.add_argument("--readme", default=None, metavar="MD", help="rewrite its marked tables")
     a = ap.parse_args()
     if not Path(a.json).is_file():
         ap.error(f"no such file: {a.json} (run benchmarks/bench_search.py first)")
     data = json.loads(Path(a.json).read_text())
+    if a.readme:
+        update_readme(data, Path(a.readme))
     print(
         edge_cloud(data)
         if a.edge_cloud
