@@ -277,7 +277,7 @@ def update_readme(results: dict[str, Any], readme: Path) -> None:
     ):
         pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- /{marker} -->)", re.S)
         if not pattern.search(text):
-            raise SystemExit(f"{readme}: no <!-- {marker} --> ... <!-- /{marker} --> block")
+            raise ValueError(f"{readme}: no <!-- {marker} --> ... <!-- /{marker} --> block")
         text = pattern.sub(lambda m, b=body: m.group(1) + b + m.group(2), text)
     readme.write_text(text)
 
@@ -295,7 +295,12 @@ if __name__ == "__main__":
         ap.error(f"no such file: {a.json} (run benchmarks/bench_search.py first)")
     data = json.loads(Path(a.json).read_text())
     if a.readme:
-        update_readme(data, Path(a.readme))
+        if not Path(a.readme).is_file():
+            ap.error(f"no such file: {a.readme}")
+        try:
+            update_readme(data, Path(a.readme))
+        except ValueError as err:
+            ap.error(str(err))
     print(
         edge_cloud(data)
         if a.edge_cloud
