@@ -9,7 +9,8 @@ Scenarios:
   bops-free      BOPs <= 0.25x of w8a8, nothing pinned (as other toolkits search)
 
 Strategies: haq-anchor-level (the default agent: anchor episode, ``--enforce level``);
-haq-anchor (the anchor, ``--enforce reference``); haq (the paper's agent: no anchor,
+haq-redraw (the default agent with ``--redraws 10``: a repeated policy is redrawn with wider
+noise instead of costing an episode); haq-anchor (the anchor, ``--enforce reference``); haq (the paper's agent: no anchor,
 ``--enforce reference``); haq-level (no anchor, ``--enforce level``); and random search with
 the reference enforcement (the paper's baseline; random-level: with ``--enforce level``, the
 default), once per search seed; ilp and greedy (on
@@ -61,6 +62,7 @@ STRATEGIES = (
     "haq-anchor",
     "haq-anchor-level",
     "random-level",
+    "haq-redraw",
 )
 SEEDED = (
     "haq",
@@ -69,6 +71,7 @@ SEEDED = (
     "haq-anchor",
     "haq-anchor-level",
     "random-level",
+    "haq-redraw",
 )  # the strategies whose result depends on the search seed
 VARIANTS = {  # benchmark name: options (the enforcement pinned: its default changed)
     "haq": dict(strategy="haq", enforce="reference"),
@@ -77,7 +80,9 @@ VARIANTS = {  # benchmark name: options (the enforcement pinned: its default cha
     "haq-anchor": dict(strategy="haq", enforce="reference"),
     "haq-anchor-level": dict(strategy="haq", enforce="level"),
     "random-level": dict(strategy="random", enforce="level"),
+    "haq-redraw": dict(strategy="haq", enforce="level"),
 }
+REDRAWS = {"haq-redraw": 10}  # --redraws (sigma reaches its initial 0.5 from any episode)
 
 
 def _curve(run_dir: Path) -> list[float]:
@@ -98,7 +103,8 @@ def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) ->
         cfg.episodes = args.episodes
     cfg.ddpg.seed = seed  # the search seed only: data split and finetunes unchanged
     # "haq" and "haq-level" ran before the anchor existed
-    cfg.ddpg.anchor = strategy in ("haq-anchor", "haq-anchor-level")
+    cfg.ddpg.anchor = strategy in ("haq-anchor", "haq-anchor-level", "haq-redraw")
+    cfg.ddpg.redraws = REDRAWS.get(strategy, 0)
     resume = (out / "state.pt").is_file()
     if not resume:
         shutil.rmtree(out, ignore_errors=True)

@@ -28,6 +28,7 @@ TITLES = {
 }
 LABELS = {
     "haq-anchor-level": "HAQ agent (default: anchor episode, --enforce level)",
+    "haq-redraw": "HAQ agent, --redraws 10",
     "haq-anchor": "HAQ agent, --enforce reference",
     "haq": "HAQ agent, --no-anchor --enforce reference (the paper's)",
     "haq-level": "HAQ agent, --no-anchor",
@@ -38,6 +39,7 @@ LABELS = {
 }
 ORDER = (
     "haq-anchor-level",
+    "haq-redraw",
     "haq-anchor",
     "haq",
     "haq-level",
@@ -47,7 +49,7 @@ ORDER = (
     "greedy",
     "uniform",
 )
-AGENTS = ORDER[:4]  # the agent variants, the rows of --robustness
+AGENTS = ORDER[:5]  # the agent variants, the rows of --robustness
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 

@@ -453,3 +453,25 @@ def test_cli_search_bad_sigma_decay_one_line(capsys, tiny_ckpt, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "--sigma-decay: must be > 0, got 0.0" in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()
+
+
+def test_redraws_turn_repeats_of_a_converged_agent_into_new_policies(tiny_ckpt, tmp_path):
+    def run(name, redraws):
+        ddpg = DDPGConfig(warmup_episodes=2, seed=0, sigma_decay=0.01, redraws=redraws)
+        search(tiny_cfg(tiny_ckpt, episodes=10, ddpg=ddpg), tmp_path / name, progress=False)
+        return _strip(tmp_path / name / "episodes.jsonl")
+
+    plain, redrawn = run("plain", 0), run("redrawn", 6)
+    # with sigma collapsed after warm-up the paper's agent repeats itself: cache hits
+    assert sum(r["cached"] for r in plain[2:]) >= 3
+    assert all(r["redraws"] == 0 for r in plain)
+    # with redraws an episode repeats a policy only when every redraw did too
+    assert all(not r["cached"] or r["redraws"] == 6 for r in redrawn[2:])
+    assert sum(not r["cached"] for r in redrawn) > sum(not r["cached"] for r in plain)
+    widened = [r for r in redrawn if r["redraws"]]
+    assert widened
+    for r in widened:  # sigma doubled per redraw, at most the initial 0.5
+        decayed = 0.01 ** (r["episode"] - 2)
+        assert r["sigma"] == pytest.approx(0.5 * min(1.0, decayed * 2 ** r["redraws"]))
+    first = widened[0]["episode"]  # until the first redraw the runs are the same
+    assert redrawn[:first] == plain[:first]

@@ -56,6 +56,15 @@ class DDPGConfig:
         above=0,
         high=1,
     )
+    redraws: int = opt(
+        0,
+        "after warm-up, when the agent proposes a policy that was already evaluated, redraw "
+        "its exploration noise up to N times, doubling sigma each time (at most 0.5), so a "
+        "converged agent keeps trying new policies near its own; 0 = the paper's agent "
+        "(a repeat is a cache hit and costs no evaluation)",
+        low=0,
+        high=64,
+    )
     baseline_alpha: float = 0.5  # moving-average reward baseline
     seed: int = opt(
         0,
@@ -231,20 +240,23 @@ class DDPG:
         self.baseline: float | None = None
 
     # --- acting --------------------------------------------------------------------------
-    def sigma(self, episode: int) -> float:
-        return self.cfg.init_sigma * self.sigma_decay ** max(0, episode - self.cfg.warmup_episodes)
+    def sigma(self, episode: int, widen: int = 0) -> float:
+        """The episode's exploration noise; ``widen`` doublings for a redraw (at most the
+        initial sigma)."""
+        decayed = self.sigma_decay ** max(0, episode - self.cfg.warmup_episodes)
+        return self.cfg.init_sigma * min(1.0, decayed * 2.0**widen)
 
-    def act(self, state: np.ndarray, episode: int, explore: bool = True) -> float:
+    def act(self, state: np.ndarray, episode: int, explore: bool = True, widen: int = 0) -> float:
         """Uniform in warm-up (1, the top bit, in the anchor episode 0: the draw is still
         made, so the other episodes are unchanged); else the actor's output plus
-        truncated-normal noise in [0, 1]."""
+        truncated-normal noise in [0, 1], its sigma doubled ``widen`` times."""
         if explore and episode < self.cfg.warmup_episodes:
             u = float(self.rng.uniform(0.0, 1.0))
             return 1.0 if self.cfg.anchor and episode == 0 else u
         mu = float(self.actor(torch.from_numpy(state).unsqueeze(0)))
         if not explore:
             return mu
-        sigma = self.sigma(episode)
+        sigma = self.sigma(episode, widen)
         for _ in range(100):  # truncated normal on [0, 1] by rejection
             a = self.rng.normal(mu, sigma)
             if 0.0 <= a <= 1.0:

@@ -238,8 +238,11 @@ class Search:
         )
 
     # --- episodes ------------------------------------------------------------------------
-    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
-        """(w, a, states, actions) before enforcement; states and actions only for the agent."""
+    def _propose(
+        self, episode: int, widen: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+        """(w, a, states, actions) before enforcement; states and actions only for the agent,
+        whose noise is doubled ``widen`` times."""
         cfg = self.ctx.cfg
         ep = self.episode_spec
         if cfg.strategy == "uniform":
@@ -266,11 +269,28 @@ class Search:
         states, actions, prev = [], [], 0.0
         for t in range(len(ep)):
             s = ep.state(t, prev)
-            prev = self.agent.act(s, episode)
+            prev = self.agent.act(s, episode, widen=widen)
             states.append(s)
             actions.append(prev)
         w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
         return w, a, np.stack(states), np.asarray(actions, dtype=np.float32)
+
+    def _fresh_proposal(self, episode: int, taken: set[str]) -> tuple[Any, ...]:
+        """(w0, a0, w, a, states, actions, redraws): the episode's policy before and after
+        enforcement. With ``--redraws N`` an agent past warm-up whose enforced policy was
+        already evaluated (or proposed earlier in this round) redraws with its noise doubled,
+        up to N times; the last draw stands. ``taken`` collects the round's keys."""
+        cfg = self.ctx.cfg
+        agent_search = self.agent is not None and episode >= cfg.ddpg.warmup_episodes
+        redraws = cfg.ddpg.redraws if agent_search else 0
+        for widen in range(redraws + 1):
+            w0, a0, states, actions = self._propose(episode, widen)
+            w, a = self._enforce(w0, a0)
+            key = _key(w, a)
+            if key not in self.state.cache and key not in taken:
+                break
+        taken.add(key)
+        return w0, a0, w, a, states, actions, widen
 
     def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
         """Store the episode as the actor took it (its own actions and the states it saw,
@@ -322,21 +342,19 @@ class Search:
         episode's own noise), the new ones evaluated in parallel, then the agent learns from
         each in episode order. A round of one episode is the serial search exactly."""
         t0 = time.perf_counter()
-        proposals = []
-        for episode in episodes:
-            w0, a0, states, actions = self._propose(episode)
-            proposals.append((w0, a0, *self._enforce(w0, a0), states, actions))
+        taken: set[str] = set()
+        proposals = [self._fresh_proposal(episode, taken) for episode in episodes]
         t1 = time.perf_counter()
         scored = self._evaluate_round([(p[2], p[3]) for p in proposals])
         t2 = time.perf_counter()
         records = []
-        for episode, (w0, a0, w, a, states, actions), (ev, out) in zip(
+        for episode, (w0, a0, w, a, states, actions, widen), (ev, out) in zip(
             episodes, proposals, scored, strict=True
         ):
             reward = self.reward(ev.accuracy)
             if states is not None:
                 self._learn(episode, states, actions, reward)
-            records.append(self._record(episode, w0, a0, w, a, ev, out, reward))
+            records.append(self._record(episode, w0, a0, w, a, ev, out, reward, widen))
         t3 = time.perf_counter()
         self.agent_s += (t1 - t0) + (t3 - t2)
         self.eval_s += t2 - t1
@@ -374,6 +392,7 @@ class Search:
         ev: Evaluated,
         out: Outcome | None,
         reward: float,
+        widen: int,
     ) -> dict[str, Any]:
         warm = self.ctx.cfg.strategy == "haq" and episode < self.ctx.cfg.ddpg.warmup_episodes
         return {
@@ -389,7 +408,8 @@ class Search:
             "eval_seconds": round(out.eval_s, 4) if out else 0.0,
             "worker": out.worker if out else None,
             "wait_seconds": round(out.wait_s, 4) if out else 0.0,
-            "sigma": self.agent.sigma(episode) if self.agent and not warm else None,
+            "sigma": self.agent.sigma(episode, widen) if self.agent and not warm else None,
+            "redraws": widen,
         }
 
     # --- persistence ---------------------------------------------------------------------
