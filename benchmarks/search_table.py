@@ -137,6 +137,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     colors = {
         "haq-anchor-level": "C6",
+        "haq-redraw": "C8",
         "haq-anchor": "C5",
         "haq": "C0",
         "haq-level": "C4",

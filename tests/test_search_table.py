@@ -1,0 +1,41 @@
+"""benchmarks/search_table.py on the committed benchmark results: the README's tables and the
+sample-efficiency plot cover every strategy the results hold."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import search_table  # noqa: E402
+
+RESULTS = json.loads((ROOT / "benchmarks" / "results" / "search.json").read_text())
+
+
+def test_every_benchmarked_strategy_has_a_label_a_colour_and_a_row(tmp_path):
+    held = {e["strategy"] for s in RESULTS.values() for e in s["runs"].values()}
+    assert held <= set(search_table.ORDER)
+    search_table.plot(RESULTS, tmp_path / "eff.png")  # a strategy without a colour raises
+    assert (tmp_path / "eff.png").stat().st_size > 10_000
+    rows = search_table.robustness(RESULTS, "random-level").splitlines()
+    assert any("--redraws 10" in r and "k-means" in r for r in rows)
+
+
+def test_readme_tables_rewritten_between_markers_only(tmp_path):
+    blocks = ("BENCH-TABLE", "ROBUSTNESS-TABLE", "ROBUSTNESS-LEVEL-TABLE")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n" + "".join(f"<!-- {m} -->\nold\n<!-- /{m} -->\nprose {m}\n" for m in blocks)
+    )
+    search_table.update_readme(RESULTS, readme)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n")
+    assert all(f"prose {m}" in text for m in blocks)
+    assert search_table.table(RESULTS) in text
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="no <!-- BENCH-TABLE -->"):
+        search_table.update_readme(RESULTS, readme)
+    assert readme.read_text() == "no markers here\n"
