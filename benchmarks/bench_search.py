@@ -10,11 +10,11 @@ Scenarios:
 
 Strategies: haq-anchor-level (the default agent: anchor episode, ``--enforce level``);
 haq-redraw (the default agent with ``--redraws 10``: a repeated policy is redrawn with wider
-noise instead of costing an episode); haq-anchor (the anchor, ``--enforce reference``); haq (the paper's agent: no anchor,
-``--enforce reference``); haq-level (no anchor, ``--enforce level``); and random search with
-the reference enforcement (the paper's baseline; random-level: with ``--enforce level``, the
-default), once per search seed; ilp and greedy (on
-measured sensitivities) and uniform, which involve no randomness. Every search's best policy
+noise instead of costing an episode); haq-anchor (the anchor, ``--enforce reference``); haq
+(the paper's agent: no anchor, ``--enforce reference``); haq-level (no anchor, ``--enforce
+level``); and random search with the reference enforcement (the paper's baseline;
+random-level: with ``--enforce level``, the default), once per search seed; ilp and greedy
+(on measured sensitivities) and uniform, which involve no randomness. Every search's best policy
 then gets the same final finetune once per finetune seed and is measured on the test set.
 
     python benchmarks/bench_search.py [--scenarios ...] [--strategies ...]
