@@ -383,6 +383,10 @@ def test_resume_refusals(tiny_ckpt, tmp_path):
     before = (tmp_path / "c" / "episodes.jsonl").read_text()
     with pytest.raises(HaqError, match=r"different configuration .*hardware"):
         search(None, tmp_path / "c", resume=True, progress=False, hardware="bismo-edge")
+    other_seed = tiny_cfg(tiny_ckpt, episodes=3)
+    other_seed.ddpg.seed = 5  # a nested option is named with its value before and after
+    with pytest.raises(HaqError, match=r"differs in: ddpg\.seed 0 -> 5\)"):
+        search(other_seed, tmp_path / "c", resume=True, progress=False)
     (tmp_path / "c" / "state.pt").write_bytes(b"garbage")
     with pytest.raises(HaqError, match="corrupt"):
         search(None, tmp_path / "c", resume=True, progress=False)

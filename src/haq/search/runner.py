@@ -691,6 +691,14 @@ def run_finished(run_dir: Path) -> bool:
     return isinstance(summary, dict) and summary.get("episodes") == len(read_episodes(run_dir))
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as dotted names: {"ddpg": {"seed": 1}} -> {"ddpg.seed": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def resolve_config(
     cfg: SearchConfig | None, out: Path, resume: bool, overrides: dict[str, Any]
 ) -> SearchConfig:
@@ -715,11 +723,15 @@ def resolve_config(
             f"--episodes {wanted.episodes}: {out} was started for {saved.episodes} episodes; "
             "a resumed run can only grow; nothing was changed"
         )
-    before, after = saved.to_dict(), wanted.to_dict()
-    diff = [k for k in after if k not in CHANGEABLE_ON_RESUME and after[k] != before[k]]
+    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    diff = [
+        f"{k} {before.get(k)!r} -> {after.get(k)!r}"
+        for k in sorted(before.keys() | after.keys())
+        if k.split(".")[0] not in CHANGEABLE_ON_RESUME and after.get(k) != before.get(k)
+    ]
     if diff:
         raise HaqError(
-            f"{out} belongs to a different configuration (differs in: {', '.join(sorted(diff))}); "
+            f"{out} belongs to a different configuration (differs in: {', '.join(diff)}); "
             "nothing was changed"
         )
     if not (out / "state.pt").is_file():
