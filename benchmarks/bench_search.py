@@ -13,7 +13,8 @@ Scenarios:
 
 Strategies: haq-anchor-level (the default agent: anchor episode, ``--enforce level``);
 haq-redraw (the default agent with ``--redraws 10``: a repeated policy is redrawn with wider
-noise instead of costing an episode); haq-anchor (the anchor, ``--enforce reference``); haq
+noise instead of costing an episode); haq-literal (the default agent with ``--sigma-decay 0.99``,
+the paper's literal noise decay: sigma still 0.34 at episode 60 instead of 0.004); haq-anchor (the anchor, ``--enforce reference``); haq
 (the paper's agent: no anchor, ``--enforce reference``); haq-level (no anchor, ``--enforce
 level``); and random search with the reference enforcement (the paper's baseline;
 random-level: with ``--enforce level``, the default), once per search seed; ilp and greedy
@@ -73,6 +74,7 @@ STRATEGIES = (
     "haq-anchor-level",
     "random-level",
     "haq-redraw",
+    "haq-literal",
 )
 SEEDED = (
     "haq",
@@ -82,6 +84,7 @@ SEEDED = (
     "haq-anchor-level",
     "random-level",
     "haq-redraw",
+    "haq-literal",
 )  # the strategies whose result depends on the search seed
 VARIANTS = {  # benchmark name: options (the enforcement pinned: its default changed)
     "haq": dict(strategy="haq", enforce="reference"),
@@ -91,8 +94,10 @@ VARIANTS = {  # benchmark name: options (the enforcement pinned: its default cha
     "haq-anchor-level": dict(strategy="haq", enforce="level"),
     "random-level": dict(strategy="random", enforce="level"),
     "haq-redraw": dict(strategy="haq", enforce="level"),
+    "haq-literal": dict(strategy="haq", enforce="level"),
 }
 REDRAWS = {"haq-redraw": 10}  # --redraws (sigma reaches its initial 0.5 from any episode)
+SIGMA_DECAY = {"haq-literal": 0.99}  # the paper's literal per-episode decay, not stretched
 
 
 def _curve(run_dir: Path) -> list[float]:
@@ -113,8 +118,9 @@ def run_search(name: str, strategy: str, seed: int, args: argparse.Namespace) ->
         cfg.episodes = args.episodes
     cfg.ddpg.seed = seed  # the search seed only: data split and finetunes unchanged
     # "haq" and "haq-level" ran before the anchor existed
-    cfg.ddpg.anchor = strategy in ("haq-anchor", "haq-anchor-level", "haq-redraw")
+    cfg.ddpg.anchor = strategy in ("haq-anchor", "haq-anchor-level", "haq-redraw", "haq-literal")
     cfg.ddpg.redraws = REDRAWS.get(strategy, 0)
+    cfg.ddpg.sigma_decay = SIGMA_DECAY.get(strategy)
     resume = (out / "state.pt").is_file()
     if not resume:
         shutil.rmtree(out, ignore_errors=True)

@@ -30,6 +30,7 @@ TITLES = {
 LABELS = {
     "haq-anchor-level": "HAQ agent (default: anchor episode, --enforce level)",
     "haq-redraw": "HAQ agent, --redraws 10",
+    "haq-literal": "HAQ agent, --sigma-decay 0.99 (the paper's literal decay)",
     "haq-anchor": "HAQ agent, --enforce reference",
     "haq": "HAQ agent, --no-anchor --enforce reference (the paper's)",
     "haq-level": "HAQ agent, --no-anchor",
@@ -41,6 +42,7 @@ LABELS = {
 ORDER = (
     "haq-anchor-level",
     "haq-redraw",
+    "haq-literal",
     "haq-anchor",
     "haq",
     "haq-level",
@@ -50,7 +52,7 @@ ORDER = (
     "greedy",
     "uniform",
 )
-AGENTS = ORDER[:5]  # the agent variants, the rows of --robustness
+AGENTS = ORDER[:6]  # the agent variants, the rows of --robustness
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
@@ -139,6 +141,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     colors = {
         "haq-anchor-level": "C6",
         "haq-redraw": "C8",
+        "haq-literal": "C9",
         "haq-anchor": "C5",
         "haq": "C0",
         "haq-level": "C4",
