@@ -13,13 +13,14 @@ Scenarios:
 
 Strategies: haq-anchor-level (the default agent: anchor episode, ``--enforce level``);
 haq-redraw (the default agent with ``--redraws 10``: a repeated policy is redrawn with wider
-noise instead of costing an episode); haq-literal (the default agent with ``--sigma-decay 0.99``,
-the paper's literal noise decay: sigma still 0.34 at episode 60 instead of 0.004); haq-anchor (the anchor, ``--enforce reference``); haq
-(the paper's agent: no anchor, ``--enforce reference``); haq-level (no anchor, ``--enforce
-level``); and random search with the reference enforcement (the paper's baseline;
-random-level: with ``--enforce level``, the default), once per search seed; ilp and greedy
-(on measured sensitivities) and uniform, which involve no randomness. Every search's best policy
-then gets the same final finetune once per finetune seed and is measured on the test set.
+noise instead of costing an episode); haq-literal (the default agent with ``--sigma-decay
+0.99``, the paper's literal noise decay: sigma about 0.34 at the last of 60 episodes instead of
+0.002); haq-anchor (the anchor, ``--enforce reference``); haq (the paper's agent: no anchor,
+``--enforce reference``); haq-level (no anchor, ``--enforce level``); and random search with the
+reference enforcement (the paper's baseline; random-level: with ``--enforce level``, the
+default), once per search seed; ilp and greedy (on measured sensitivities) and uniform, which
+involve no randomness. Every search's best policy then gets the same final finetune once per
+finetune seed and is measured on the test set.
 
     python benchmarks/bench_search.py [--scenarios ...] [--strategies ...]
         [--search-seeds 0 1 2] [--finetune-seeds 0 1] [--final-epochs 0.34]
