@@ -44,6 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from haq.errors import HaqError
 from haq.finishing import final_finetune
 from haq.policy import Policy
 from haq.search.config import SearchConfig
@@ -267,7 +268,13 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--json", default="benchmarks/results/search.json")
     ap.add_argument("--rerun", action="store_true", help="redo the selected entries")
-    run(ap.parse_args())
+    args = ap.parse_args()
+    if args.final_epochs <= 0:  # checked before hours of search, not after them
+        ap.error(f"--final-epochs must be a positive number, got {args.final_epochs}")
+    try:
+        run(args)
+    except HaqError as err:  # a bad option value: one line and exit code 2, like `haq`
+        ap.error(str(err))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """benchmarks/search_table.py on the committed benchmark results: the README's tables and the
-sample-efficiency plot cover every strategy the results hold."""
+sample-efficiency plot cover every strategy the results hold; bench_search.py turns a bad option
+value into one line and exit code 2."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +41,21 @@ def test_readme_tables_rewritten_between_markers_only(tmp_path):
     with pytest.raises(ValueError, match="no <!-- BENCH-TABLE -->"):
         search_table.update_readme(RESULTS, readme)
     assert readme.read_text() == "no markers here\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--episodes", "-5"], "--episodes must be >= 1, got -5"),
+        (["--final-epochs", "0"], "--final-epochs must be a positive number"),
+    ],
+)
+def test_bench_search_bad_option_is_one_line_and_exit_2(tmp_path, flags, message):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_search.py"), "--scenarios"]
+    cmd += ["size-kmeans", "--runs", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(cmd + flags, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("bench_search.py: error: ") and message in last
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r.json").exists()
