@@ -28,8 +28,18 @@ the state extended by the committed share of the budget and the cap), ``actor-w1
 (actor actions, 10 random warm-up episodes instead of 20), ``costly`` (actor actions;
 enforcement lowers, one bit at a time, the operand whose decrement saves the largest share
 of the exceeded budgets, instead of walking from the last layer), ``level`` (actor actions;
-``--enforce level``: enforcement lowers the operand with the most bits first). Results go
-to ``--json`` (default benchmarks/results/agent_seeds.json), keyed by run and variant.
+``--enforce level``: enforcement lowers the operand with the most bits first), ``default``
+(the agent as haq ships it: anchor episode and ``--enforce level``), ``default-redraw`` (with
+``--redraws 10``), ``default-discount0`` and ``level-discount0`` (with and without the anchor:
+a critic that does not bootstrap, discount 0 instead of the reference's 1.0).
+
+Every row also records the noiseless proxy of the seed's best policy (``clean_of_best``: how
+good the policy is, apart from the scatter that made it the best), its evaluations (a repeated
+policy is a cache hit, as in a real search; before 2026-12-04 the proxy scored every episode
+anew, so ``--redraws`` had no effect and episodes counted as evaluations), and the evaluations
+it needed to reach random search's best: the same seed's with the reference enforcement, and
+the seeds' mean with ``--enforce level`` (``random_level_best``). Results go to ``--json``
+(default benchmarks/results/agent_seeds.json), keyed by run and variant.
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, action_to_bits
 from haq.search.planners import plan_ilp
-from haq.search.runner import Evaluated, Search, SearchContext, resolve_pins
+from haq.search.runner import Evaluated, Search, SearchContext, _key, resolve_pins
 from haq.search.sensitivity import Sensitivity
 
 VARIANTS = (
@@ -72,7 +82,20 @@ VARIANTS = (
     "level",
     "level-centre",
     "anchor",
+    "default",
+    "default-redraw",
+    "default-discount0",
+    "level-discount0",
 )
+# variants that are only option changes of the search: the agent as haq ships it (anchor
+# episode, --enforce level), with --redraws 10, and with a critic that does not bootstrap
+# (discount 0: each decision's value is the episode's reward alone, not the reference's 1.0)
+OPTIONS: dict[str, dict[str, Any]] = {
+    "default": {"enforce": "level", "ddpg": {"anchor": True}},
+    "default-redraw": {"enforce": "level", "ddpg": {"anchor": True, "redraws": 10}},
+    "default-discount0": {"enforce": "level", "ddpg": {"anchor": True, "discount": 0.0}},
+    "level-discount0": {"enforce": "level", "ddpg": {"discount": 0.0}},
+}
 
 
 class ProxySearch(Search):
@@ -85,22 +108,37 @@ class ProxySearch(Search):
         self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
         self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
 
-    def _propose(self, episode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+    def _propose(
+        self, episode: int, widen: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
         if self.variant.startswith("shift") and self.agent is not None:
-            _, _, states, actions = super()._propose(episode)
+            _, _, states, actions = super()._propose(episode, widen)
             return shift_episode(self, states, actions, store_shifted=self.variant == "shift")
         if not self.variant.startswith("bounded") or self.agent is None:
-            return super()._propose(episode)
+            return super()._propose(episode, widen)
         return bounded_episode(self, episode, with_state=self.variant == "bounded")
 
-    def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
+    def clean(self, w: np.ndarray, a: np.ndarray) -> float:
+        """The proxy without its scatter: how good the policy really is on the proxy."""
         planned = float(self.score[np.arange(len(w)), w - 1, a - 1].sum())
+        return self.ctx.fp_accuracy - self.c * planned
+
+    def proxy(self, w: np.ndarray, a: np.ndarray) -> float:
         key = hashlib.sha256(np.concatenate([w, a]).tobytes()).digest()
         jitter = np.random.default_rng(int.from_bytes(key[:8], "little")).normal(0, self.noise)
-        return self.ctx.fp_accuracy - self.c * planned + jitter
+        return self.clean(w, a) + jitter
 
     def _evaluate_round(self, policies: list[tuple[np.ndarray, np.ndarray]]) -> list:
-        return [(Evaluated(self.proxy(w, a), False), None) for w, a in policies]
+        """The proxy of each policy, kept in the search's cache as a real evaluation is (so
+        a repeat is a cache hit and ``--redraws`` sees it)."""
+        out = []
+        for w, a in policies:
+            key, cached = _key(w, a), _key(w, a) in self.state.cache
+            if not cached:
+                self.state.cache[key] = self.proxy(w, a)
+                self.state.evaluations += 1
+            out.append((Evaluated(self.state.cache[key], cached), None))
+        return out
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.variant == "costly":
@@ -274,24 +312,74 @@ def run_one(
     strategy: str,
     variant: str,
     seed: int,
-) -> tuple[list[float], float]:
-    """Proxy top-1 of every episode of one search, and the share of the agent's proposals
-    at the highest bit width over its last 10 episodes (saturation)."""
+) -> tuple[list[float], list[float], float]:
+    """One search: the proxy top-1 of every policy evaluation (a repeated policy is a cache
+    hit, not an evaluation, as in the real benchmark), the noiseless proxy of each, and the
+    share of the agent's proposals at the highest bit width over its last 10 episodes."""
     decay = PAPER_SIGMA_DECAY if variant == "literal" else None
+    options = OPTIONS.get(variant, {})
+    ddpg = {"seed": seed, "sigma_decay": decay, "anchor": variant == "anchor", "redraws": 0}
     cfg = base.with_overrides(
         {
             "strategy": strategy,
             "episodes": args.episodes,
             "enforce": "level" if variant.startswith("level") else "reference",
-            "ddpg": {"seed": seed, "sigma_decay": decay, "anchor": variant == "anchor"}
-            | ({"warmup_episodes": 10} if variant == "actor-w10" else {}),
+            **options,
+            "ddpg": ddpg
+            | ({"warmup_episodes": 10} if variant == "actor-w10" else {})
+            | options.get("ddpg", {}),
         }
     ).resolved()
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
     if variant == "bounded":
         s.agent = DDPG(STATE_DIM + 2, len(s.episode_spec), cfg.ddpg)
-    accs = [s.round(range(e, e + 1))[0]["accuracy"] for e in range(args.episodes)]
-    return accs, float(np.mean(s.at_max[-10:]))
+    accs, clean = [], []
+    for e in range(args.episodes):
+        r = s.round(range(e, e + 1))[0]
+        if not r["cached"]:
+            accs.append(r["accuracy"])
+            clean.append(s.clean(np.array(r["w_bits"]), np.array(r["a_bits"])))
+    return accs, clean, float(np.mean(s.at_max[-10:]))
+
+
+def reach(accs: list[float], level: float) -> int | None:
+    """Evaluations a search needed to reach ``level`` (None: never)."""
+    best = np.maximum.accumulate(accs)
+    return int(np.argmax(best >= level)) + 1 if best[-1] >= level else None
+
+
+def random_references(cfg, ctx, score, c, args) -> dict[str, list[float]]:
+    """Best proxy top-1 of random search per seed: with the reference enforcement (the paper's
+    baseline, ``random_best``) and with ``--enforce level`` (haq's default since 2026-11-30,
+    ``random_level_best``)."""
+    return {
+        key: [max(run_one(cfg, ctx, score, c, args, "random", enforce, s)[0]) for s in args.seeds]
+        for key, enforce in (("random_best", "actor"), ("random_level_best", "level"))
+    }
+
+
+def measure(cfg, ctx, score, c, args, variant: str, refs: dict[str, list[float]]) -> list[dict]:
+    """One row per agent seed: its best proxy top-1, the noiseless proxy of that policy, its
+    evaluations, saturation, and the evaluations it needed to reach random search's best (the
+    same seed's with reference enforcement; the seeds' mean with level enforcement, as the
+    README's robustness table)."""
+    level = statistics.mean(refs["random_level_best"])
+    rows = []
+    for i, seed in enumerate(args.seeds):
+        accs, clean, at_max = run_one(cfg, ctx, score, c, args, "haq", variant, seed)
+        best = int(np.argmax(accs))
+        rows.append(
+            {
+                "seed": seed,
+                "best": float(accs[best]),
+                "clean_of_best": clean[best],
+                "evaluations": len(accs),
+                "at_max_bit_last10": at_max,
+                "evals_to_random_best": reach(accs, refs["random_best"][i]),
+                "evals_to_random_level_best": reach(accs, level),
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -308,48 +396,28 @@ def main() -> None:
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     for run in args.run:
         cfg, ctx, score, c = scenario(Path(run))
-        args_ilp = (
-            ctx.table,
-            ctx.budgets,
-            score,
-            cfg.min_bit,
-            cfg.max_bit,
-            ctx.pinned_w,
-            ctx.pinned_a,
-        )
-        ow, oa = plan_ilp(*args_ilp, cfg.mode == "kmeans")[0]
-        probe = ProxySearch(ctx, score, c, 0.0, "actor")
-        optimum = probe.proxy(ow, oa)
+        bits = (cfg.min_bit, cfg.max_bit, ctx.pinned_w, ctx.pinned_a, cfg.mode == "kmeans")
+        ow, oa = plan_ilp(ctx.table, ctx.budgets, score, *bits)[0]
+        optimum = ProxySearch(ctx, score, c, 0.0, "actor").clean(ow, oa)
         uniform = json.loads((Path(run) / "summary.json").read_text())["uniform"]["accuracy"]
-        entry = results.setdefault(Path(run).name, {"optimum": optimum, "uniform": uniform})
-        randoms = [
-            max(run_one(cfg, ctx, score, c, args, "random", "actor", s)[0]) for s in args.seeds
-        ]
-        entry["random_best"] = randoms
+        entry = results.setdefault(Path(run).name, {})
+        entry.update({"optimum": optimum, "uniform": uniform})
+        refs = random_references(cfg, ctx, score, c, args)
+        entry.update(refs)
+        half = args.episodes // 2
         for variant in args.variants:
-            rows = []
-            for seed in args.seeds:
-                accs, at_max = run_one(cfg, ctx, score, c, args, "haq", variant, seed)
-                best = np.maximum.accumulate(accs)
-                reach = int(np.argmax(best >= randoms[args.seeds.index(seed)])) + 1
-                rows.append(
-                    {
-                        "seed": seed,
-                        "best": float(best[-1]),
-                        "at_max_bit_last10": at_max,
-                        "evals_to_random_best": reach
-                        if best[-1] >= randoms[args.seeds.index(seed)]
-                        else None,
-                    }
-                )
-            entry[variant] = rows
+            rows = entry[variant] = measure(cfg, ctx, score, c, args, variant, refs)
             bests = [r["best"] for r in rows]
+            within = [r["evals_to_random_level_best"] for r in rows]
             print(
                 f"{Path(run).name} {variant}: best {statistics.mean(bests):.2f} "
-                f"(min {min(bests):.2f}), optimum {optimum:.2f}, uniform {uniform:.2f}, random "
-                f"{statistics.mean(randoms):.2f}; beats uniform {sum(b > uniform for b in bests)}"
-                f"/{len(bests)}; evals to random's best {[r['evals_to_random_best'] for r in rows]}; "
-                f"at max bit {[round(r['at_max_bit_last10'], 2) for r in rows]}",
+                f"(min {min(bests):.2f}), of it noiseless "
+                f"{statistics.mean(r['clean_of_best'] for r in rows):.2f}; optimum {optimum:.2f}, "
+                f"uniform {uniform:.2f}, random-level {statistics.mean(refs['random_level_best']):.2f}"
+                f"; beats uniform {sum(b > uniform for b in bests)}/{len(bests)}; evaluations to "
+                f"random-level's best {within} ({sum(w is not None and w <= half for w in within)}"
+                f"/{len(rows)} within {half}); evaluations {[r['evaluations'] for r in rows]}; at "
+                f"max bit {[round(r['at_max_bit_last10'], 2) for r in rows]}",
                 flush=True,
             )
         path.parent.mkdir(parents=True, exist_ok=True)
