@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from haq.checkpoint import builtin_checkpoint, load_checkpoint
+from haq.errors import HaqError
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.layers import extract_layers
@@ -284,9 +285,16 @@ def scenario(run_dir: Path) -> tuple[SearchConfig, SearchContext, np.ndarray, fl
     """The run's configuration and cost table, its measured sensitivities as a pair table,
     and the proxy's scale ``c`` fitted on the run's uniform policy."""
     cfg = SearchConfig.load(run_dir / "config.json")
+    state = run_dir / "state.pt"
+    payload = torch.load(state, map_location="cpu", weights_only=False) if state.is_file() else {}
+    sensitivity = payload.get("state", {}).get("sensitivity")
+    if sensitivity is None or not (run_dir / "summary.json").is_file():
+        raise HaqError(
+            f"{run_dir} is not a finished ilp or greedy run (no measured sensitivities); make "
+            "one with: python benchmarks/bench_search.py --strategies ilp --scenarios ..."
+        )
+    score = Sensitivity.from_dict(sensitivity).pair_table()
     summary = json.loads((run_dir / "summary.json").read_text())
-    payload = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=False)
-    score = Sensitivity.from_dict(payload["state"]["sensitivity"]).pair_table()
     model, meta = load_checkpoint(cfg.checkpoint or builtin_checkpoint(cfg.model), cfg.model)
     layers = extract_layers(model, tuple(meta.input_shape))
     table = cost_table(layers, load_hardware(cfg.hardware, cfg.batch))
@@ -391,6 +399,14 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.3, help="proxy scatter, top-1 points")
     ap.add_argument("--json", default="benchmarks/results/agent_seeds.json")
     args = ap.parse_args()
+    try:
+        run(args)
+    except HaqError as err:  # a run directory that cannot make a proxy: one line, exit code 2
+        ap.error(str(err))
+
+
+def run(args: argparse.Namespace) -> None:
+    """Every variant on the proxy of every run; results merged into ``--json``."""
     torch.set_num_threads(1)
     path = Path(args.json)
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}

@@ -3,12 +3,14 @@ it must count evaluations as a real search does (a repeated policy is a cache hi
 ``--redraws`` acts on it, and report the noiseless value of the policies it scores."""
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from haq.errors import HaqError
 from haq.search.runner import search
 from tests.test_search import tiny_cfg
 
@@ -52,3 +54,19 @@ def test_redraws_turn_repeats_into_new_evaluations(ilp_run):
     assert len(plain_clean) == len(plain)
     assert proxy.reach(plain, max(plain)) == int(np.argmax(plain)) + 1
     assert proxy.reach(plain, max(plain) + 1.0) is None
+
+
+def test_a_run_without_sensitivities_is_refused(tiny_ckpt, tmp_path):
+    run = tmp_path / "uniform"
+    search(tiny_cfg(tiny_ckpt, strategy="uniform", episodes=None), run, progress=False)
+    with pytest.raises(HaqError, match="not a finished ilp or greedy run"):
+        proxy.scenario(run)
+
+
+def test_a_missing_run_is_one_line_and_exit_2(tmp_path):
+    script = Path(proxy.__file__)
+    cmd = [sys.executable, str(script), "--run", str(tmp_path / "nope"), "--json", "x.json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("bench_agent_seeds.py: error: ")
+    assert not (tmp_path / "x.json").exists()
