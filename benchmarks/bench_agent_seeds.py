@@ -48,6 +48,7 @@ import argparse
 import hashlib
 import json
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,14 @@ from haq.errors import HaqError
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.layers import extract_layers
+from haq.policy import Policy
 from haq.search.budget import _fits, check_feasible, parse_budget
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, action_to_bits
+from haq.search.parallel import Outcome
 from haq.search.planners import plan_ilp
-from haq.search.runner import Evaluated, Search, SearchContext, _key, resolve_pins
+from haq.search.runner import Search, SearchContext, resolve_pins
 from haq.search.sensitivity import Sensitivity
 
 VARIANTS = (
@@ -99,12 +102,30 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+class ProxyPool:
+    """A ``Pool`` (haq.search.parallel) that scores each policy with the proxy."""
+
+    workers, replaced = 1, 0
+
+    def __init__(self, proxy: Callable[[np.ndarray, np.ndarray], float]) -> None:
+        self.proxy = proxy
+
+    def evaluate(self, policies: Sequence[Policy]) -> list[Outcome]:
+        return [Outcome(self.proxy(*p.arrays()), 0, 0.0, 0.0) for p in policies]
+
+    def close(self) -> None:
+        pass
+
+
 class ProxySearch(Search):
     """The search loop with the proxy accuracy instead of a quantize-finetune-evaluate."""
 
     def __init__(self, ctx: SearchContext, score: np.ndarray, c: float, noise: float, variant: str):
         super().__init__(ctx, Path("."), progress=False)
         self.score, self.c, self.noise, self.variant = score, c, noise, variant
+        # scored by the proxy instead of quantize-finetune-evaluate; the search's own cache
+        # makes a repeated policy a cache hit, as in a real search
+        self.pool = ProxyPool(self.proxy)
         self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
         self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
         self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
@@ -128,18 +149,6 @@ class ProxySearch(Search):
         key = hashlib.sha256(np.concatenate([w, a]).tobytes()).digest()
         jitter = np.random.default_rng(int.from_bytes(key[:8], "little")).normal(0, self.noise)
         return self.clean(w, a) + jitter
-
-    def _evaluate_round(self, policies: list[tuple[np.ndarray, np.ndarray]]) -> list:
-        """The proxy of each policy, kept in the search's cache as a real evaluation is (so
-        a repeat is a cache hit and ``--redraws`` sees it)."""
-        out = []
-        for w, a in policies:
-            key, cached = _key(w, a), _key(w, a) in self.state.cache
-            if not cached:
-                self.state.cache[key] = self.proxy(w, a)
-                self.state.evaluations += 1
-            out.append((Evaluated(self.state.cache[key], cached), None))
-        return out
 
     def _enforce(self, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.variant == "costly":
