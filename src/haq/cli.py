@@ -26,6 +26,7 @@ from haq.cli_options import (
     PretrainOptions,
 )
 from haq.errors import HaqError
+from haq.hostmem import tune_host_allocator
 from haq.options import add_arguments, options_from
 from haq.runlock import run_lock
 
@@ -409,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    tune_host_allocator()
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a bad command line (one line printed)

@@ -188,7 +188,7 @@ def _train(
     model.to(dev, memory_format=_memory_format(dev)).train()
     cuda = dev.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
     show = steps >= 200 if progress is None else progress
     bar = tqdm(total=steps, desc="finetune", leave=False, disable=not show)
     for step, (x, y) in enumerate(_cycle(loader, steps)):

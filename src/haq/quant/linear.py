@@ -34,44 +34,120 @@ def ste_round(x: Tensor) -> Tensor:
     return torch.round(x).detach() + (x - x.detach())
 
 
+# The quantizers below are autograd Functions with hand-written backward passes: a few fused,
+# mostly in-place kernels per quantizer instead of the dozen small ones autograd records for
+# the same formula, no host synchronisation, and only tensors the network keeps anyway saved
+# for the backward pass. Their values equal the plain formulas exactly and their gradients
+# are what autograd gives for them (tests/test_quant_fast.py compares both on every bit width).
+
+
+class _SymmetricWeight(torch.autograd.Function):
+    """``clamp(round(w / s), -l, l) * s`` with straight-through rounding: the gradient is
+    ``g`` where the rounded value is inside ``[-l, l]`` (written ``(g * s) / s`` as autograd
+    computes it for the formula, so the two agree to the last bit)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, scale: Tensor, levels: int) -> Tensor:  # type: ignore[override]
+        q = torch.div(w, scale).round_()
+        keep = q.abs() <= levels
+        ctx.save_for_backward(keep, scale)
+        return q.clamp_(-levels, levels).mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        keep, scale = ctx.saved_tensors
+        return torch.where(keep, grad * scale, 0.0).div_(scale), None, None
+
+
+class _BinaryWeight(torch.autograd.Function):
+    """``sign(w) * c`` (sign(0) = +1) with the identity gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, clip: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.where(w >= 0, clip, -clip).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
 def quantize_symmetric(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     """Fake-quantize ``x`` to a symmetric b-bit grid over ``[-clip, clip]`` (STE rounding).
 
-    ``clip`` is a scalar tensor or broadcastable per-channel tensor.
+    ``clip`` is a scalar tensor or broadcastable per-channel tensor; it gets no gradient (the
+    weights' clips are fixed by calibration; activations use :func:`quantize_signed_act`).
     """
+    clip = clip.detach()
     if bits == 1:
-        sign = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-        return (sign * clip).detach() + (x - x.detach())
+        return _BinaryWeight.apply(x, clip)
     levels = 2 ** (bits - 1) - 1
-    scale = clip / levels
-    q = torch.clamp(ste_round(x / scale), -levels, levels)
-    return q * scale
+    return _SymmetricWeight.apply(x, clip / levels, levels)
 
 
 class _PACT(torch.autograd.Function):
-    """``round(clamp(x, 0, c) / s) * s`` with ``s = c / (2^b - 1)`` and straight-through
-    rounding, keeping only ``x`` for the backward pass (autograd through the same formula keeps
-    four more activation-sized tensors: 11 GB for a batch of 64 of MobileNet-V2 at 224x224).
+    """PACT for unsigned inputs: ``round(clamp(x, 0, c) / s) * s`` with ``s = c / (2^b - 1)``
+    and straight-through rounding.
 
     Gradients, as autograd gives them for that formula: ``x`` gets ``g`` where ``0 < x < c``;
-    ``c`` gets ``g`` where ``x >= c`` and ``g * (y - x) / c`` where ``0 < x < c``."""
+    ``c`` gets ``g * (y - x) / c`` there and ``g`` where ``x >= c``. Saved for the backward
+    pass: ``x`` and ``y``, tensors the surrounding layers keep anyway, so the quantizer costs
+    no activation memory of its own."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, clip: Tensor, bits: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, clip)
-        ctx.bits = bits
         scale = clip / (2**bits - 1)
-        return torch.minimum(x.clamp(min=0.0), clip).div_(scale).round_().mul_(scale)
+        y = torch.clamp(x, torch.zeros_like(clip), clip).div_(scale).round_().mul_(scale)
+        ctx.save_for_backward(x, y, clip)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        x, y, clip = ctx.saved_tensors
+        inside = (x > 0) & (x < clip)
+        to_clip = torch.where(inside, (y - x).div_(clip), (x >= clip).to(x.dtype))
+        grad_clip = (grad * to_clip).sum().reshape(clip.shape)
+        return grad * inside, grad_clip, None
+
+
+class _SignedPACT(torch.autograd.Function):
+    """Signed activations, ``b >= 2``: ``round(clamp(x, -c, c) / s) * s`` with
+    ``s = c / (2^(b-1) - 1)``, straight-through rounding, and the clip learnt on both sides.
+
+    The backward pass performs the very operations autograd performs for the plain formula
+    ``maximum(minimum(x, c), -c)`` -> ``clamp(ste_round(xc / s), -l, l) * s``, in the same
+    order, so gradients agree to the last bit (the finetune amplifies a difference in the
+    last bit into visibly different accuracies); it only records a fraction of the nodes and
+    keeps no tensor the network does not keep anyway."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, clip: Tensor, bits: int) -> Tensor:  # type: ignore[override]
+        levels = 2 ** (bits - 1) - 1
+        scale = clip / levels
+        y = torch.clamp(x, -clip, clip).div_(scale).round_().clamp_(-levels, levels).mul_(scale)
+        ctx.save_for_backward(x, clip)
+        ctx.levels = levels
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
         x, clip = ctx.saved_tensors
-        scale = clip / (2**ctx.bits - 1)
-        inside = (x > 0) & (x < clip)
-        y = x.clamp(min=0.0).div_(scale).round_().mul_(scale)
-        to_clip = torch.where(inside, (y - x) / clip, (x >= clip).to(x.dtype))
-        grad_clip = (grad * to_clip).sum().reshape(clip.shape)
-        return grad * inside, grad_clip, None
+        levels, shape = ctx.levels, clip.shape
+        scale = clip / levels
+        xc = torch.clamp(x, -clip, clip)
+        q = torch.div(xc, scale).round_().clamp_(-levels, levels)
+        grad_t = grad * scale  # through the product, the clamp (q is inside) and the STE
+        from_scale = (grad * q).sum_to_size(shape)
+        from_scale = from_scale + (-grad_t * ((xc / scale) / scale)).sum_to_size(shape)
+        grad_xc = grad_t / scale
+        # maximum(m, -c) and minimum(x, c): an exact tie splits the gradient in halves
+        m = torch.minimum(x, clip)
+        g_max = torch.where(m == -clip, grad_xc / 2, grad_xc)
+        from_low = -g_max.masked_fill(m > -clip, 0).sum_to_size(shape)
+        g_m = g_max.masked_fill_(m < -clip, 0)
+        g_min = torch.where(x == clip, g_m / 2, g_m)
+        from_high = g_min.masked_fill(x < clip, 0).sum_to_size(shape)
+        grad_clip = from_scale / levels + from_low + from_high
+        return g_min.masked_fill_(x > clip, 0), grad_clip, None
 
 
 def quantize_unsigned(x: Tensor, bits: int, clip: Tensor) -> Tensor:
@@ -81,9 +157,40 @@ def quantize_unsigned(x: Tensor, bits: int, clip: Tensor) -> Tensor:
 
 
 def quantize_signed_act(x: Tensor, bits: int, clip: Tensor) -> Tensor:
-    """Signed activations: clamp to ``[-clip, clip]`` (PACT on both sides), symmetric grid."""
-    x = torch.maximum(torch.minimum(x, clip), -clip)
-    return quantize_symmetric(x, bits, clip)
+    """Signed activations: clamp to ``[-clip, clip]`` (PACT on both sides), symmetric grid;
+    1 bit is ``sign(x) * clip``."""
+    if bits == 1:  # rare (searches start at 2 bits): the plain formula
+        x = torch.maximum(torch.minimum(x, clip), -clip)
+        sign = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+        return (sign * clip).detach() + (x - x.detach())
+    return _SignedPACT.apply(x, clip, bits)
+
+
+InferenceScales = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+
+
+def inference_scales(clip: Tensor, bits: int, signed: bool) -> InferenceScales:
+    """``(lo, c, steps / c, c / steps)`` of the activation quantizer in evaluation, the two
+    scale factors computed in float64 and rounded once, as the quantizer always has (both
+    None for signed 1-bit inputs, which become ``sign(x) * c``). Built once per evaluation
+    pass and kept on the device: no host synchronisation."""
+    c = clip.detach()
+    lo = -c if signed else torch.zeros_like(c)
+    if signed and bits == 1:
+        return lo, c, None, None
+    steps = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    c64 = c.double()
+    return lo, c, (steps / c64).to(c.dtype), (c64 / steps).to(c.dtype)
+
+
+def act_inference(x: Tensor, scales: InferenceScales) -> Tensor:
+    """The activation quantizer without autograd (evaluation): ``round(clamp(x, lo, c) *
+    (steps / c)) * (c / steps)``, in place on the clamped copy: four passes over the tensor."""
+    lo, c, up, down = scales
+    y = torch.clamp(x, lo, c)
+    if up is None or down is None:
+        return torch.where(y >= 0, c, -c).to(x.dtype)
+    return y.mul_(up).round_().mul_(down)
 
 
 # --- clip selection ------------------------------------------------------------------------

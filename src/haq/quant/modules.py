@@ -7,7 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from haq.quant.kmeans import cluster_counts, shared_weight
-from haq.quant.linear import quantize_signed_act, quantize_symmetric, quantize_unsigned
+from haq.quant.linear import (
+    InferenceScales,
+    act_inference,
+    inference_scales,
+    quantize_signed_act,
+    quantize_symmetric,
+    quantize_unsigned,
+)
 
 
 class QuantLayer(nn.Module):
@@ -39,7 +46,8 @@ class QuantLayer(nn.Module):
         self.w_bits, self.a_bits, self.mode = int(w_bits), int(a_bits), mode
         self.a_signed = bool(a_signed)
         self.quantize_input = bool(quantize_input) and mode == "linear"
-        self._cached_weight: Tensor | None = None
+        self._cached_weight: Tensor | None = None  # in evaluation: weights and activation
+        self._cached_scales: InferenceScales | None = None  # scales are fixed
         if mode == "linear":
             if w_clip is None:
                 raise ValueError("linear mode needs w_clip")
@@ -65,24 +73,21 @@ class QuantLayer(nn.Module):
         return quantize_symmetric(w, self.w_bits, clip)
 
     def quantize_activation(self, x: Tensor) -> Tensor:
-        clip = self.a_clip.abs() + 1e-8
         if not torch.is_grad_enabled():  # inference: the same values, in place, 4 passes
-            c = float(clip)
-            if self.a_signed:
-                steps = max(2 ** (self.a_bits - 1) - 1, 1)
-                y = x.clamp(-c, c)
-                if self.a_bits == 1:
-                    return torch.where(y >= 0, c, -c).to(x.dtype)
-            else:
-                steps = 2**self.a_bits - 1
-                y = x.clamp(0.0, c)
-            return y.mul_(steps / c).round_().mul_(c / steps)
+            if self.training or self._cached_scales is None:
+                scales = inference_scales(self.a_clip.abs() + 1e-8, self.a_bits, self.a_signed)
+                if self.training:
+                    return act_inference(x, scales)
+                self._cached_scales = scales
+            return act_inference(x, self._cached_scales)
+        clip = self.a_clip.abs() + 1e-8
         if self.a_signed:
             return quantize_signed_act(x, self.a_bits, clip)
         return quantize_unsigned(x, self.a_bits, clip)
 
     def train(self, mode: bool = True) -> QuantLayer:
         self._cached_weight = None  # parameters may change while training
+        self._cached_scales = None
         return super().train(mode)
 
     def _weight(self) -> Tensor:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from haq.data import first_images
 from haq.evaluation import EvalSetup
 from haq.quant.api import quant_layer, set_layer
+from haq.search.replay import PrefixReplay
 from haq.train import pick_device
 
 
@@ -92,7 +93,8 @@ def measure_sensitivity(
     dev = pick_device(setup.device)
     model.to(dev).eval()
     x = first_images(setup.finetune_data, images).to(dev)
-    log_p = F.log_softmax(model(x).float(), dim=1)
+    replay = PrefixReplay(model, x)
+    log_p = F.log_softmax(replay.output.float(), dim=1)
     p = log_p.exp()
     names = calib.layer_names
     modules = dict(model.named_modules())
@@ -123,7 +125,7 @@ def measure_sensitivity(
         )
         set_layer(model, name, q.to(dev))
         try:
-            log_q = F.log_softmax(model(x).float(), dim=1)
+            log_q = F.log_softmax(replay.run(name, lambda: model(x)).float(), dim=1)
         finally:
             set_layer(model, name, layer)
             weight.requires_grad_(trainable)

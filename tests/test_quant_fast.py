@@ -1,0 +1,109 @@
+"""The fast quantizers against the formulas they replace (tests/reference_quant.py): the same
+quantized values and the same gradients, to the last bit, on every bit width 1-8, signed and
+unsigned activations, per-tensor and per-channel weight clips. Bit for bit because the short
+finetune of a search turns a difference in the last bit into a different accuracy."""
+
+import pytest
+import torch
+
+from haq.models import create_model
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
+from haq.quant.linear import (
+    act_inference,
+    inference_scales,
+    quantize_signed_act,
+    quantize_symmetric,
+    quantize_unsigned,
+)
+from haq.quant.modules import QuantLayer
+from tests import reference_quant as ref
+
+BITS = range(1, 9)
+
+
+def _run(fn, x, clip, grad):
+    """fn(x, clip)'s value and the gradients of x and (a learnable) clip."""
+    x = x.clone().requires_grad_()
+    clip = clip.clone().requires_grad_(clip.dim() == 0)
+    y = fn(x, clip)
+    y.backward(grad)
+    return y.detach(), x.grad, clip.grad
+
+
+def _assert_same(new, old):
+    for a, b in zip(new, old, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_weight_quantizer_equals_reference(bits, per_channel):
+    torch.manual_seed(bits)
+    w = torch.randn(16, 8, 3, 3) * 0.2
+    w[0, 0, 0, 0] = 0.0  # sign(0) is +1 at 1 bit
+    clip = ref.weight_clip(w, bits, "kl", per_channel)
+    shaped = clip.view(-1, 1, 1, 1) if per_channel else clip
+    g = torch.randn_like(w)
+    new = _run(lambda x, c: quantize_symmetric(x, bits, c.detach()), w, shaped, g)
+    old = _run(lambda x, c: ref.quantize_symmetric(x, bits, c.detach()), w, shaped, g)
+    _assert_same(new, old)
+    assert max(row.unique().numel() for row in new[0]) <= 2**bits
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("signed", [False, True])
+def test_activation_quantizer_equals_reference(bits, signed):
+    torch.manual_seed(100 + bits)
+    x = torch.randn(8, 16, 7, 7) * 2 if signed else torch.relu(torch.randn(8, 16, 7, 7)) * 3
+    a_clip = torch.tensor(1.25)
+    # zero, beyond the clip both ways, and exact ties with the clip (autograd halves those)
+    x[0, 0, 0, :5] = torch.tensor([0.0, 1.5, -1.5, 1.25, -1.25])
+    g = torch.randn_like(x)
+    new_fn = quantize_signed_act if signed else quantize_unsigned
+    new = _run(lambda x, c: new_fn(x, bits, c.abs() + 1e-8), x, a_clip, g)
+    old = _run(lambda x, c: ref.quantize_activation(x, c, bits, signed), x, a_clip, g)
+    _assert_same(new, old)
+    assert new[0].unique().numel() <= 2**bits
+    with torch.no_grad():
+        fast = act_inference(x, inference_scales(a_clip.abs() + 1e-8, bits, signed))
+        assert torch.equal(fast, ref.quantize_activation(x, a_clip, bits, signed))
+
+
+def test_quantized_model_trains_like_the_reference(monkeypatch):
+    """A whole quantized MobileNet-V2 (unsigned and signed inputs, mixed bits): the loss and
+    every gradient of a training step equal the reference quantizers' to the last bit."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2_fmnist")
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    calib = Calibration(model, [(x, y)], batches=1)
+    n = len(calib.layer_names)
+    bits = torch.randint(2, 9, (2, n), generator=torch.Generator().manual_seed(1))
+    policy = Policy.from_arrays(calib.layer_names, bits[0].numpy(), bits[1].numpy())
+    assert any(calib.signed.values()) and not all(calib.signed.values())
+
+    def step():
+        q = quantize(model, policy, calibration=calib).train()
+        torch.manual_seed(2)  # the same dropout draws
+        loss = torch.nn.functional.cross_entropy(q(x), y)
+        loss.backward()
+        return [loss.detach()] + [p.grad for p in q.parameters() if p.grad is not None]
+
+    fast = step()
+    monkeypatch.setattr(
+        QuantLayer,
+        "quantize_activation",
+        lambda self, x: ref.quantize_activation(x, self.a_clip, self.a_bits, self.a_signed),
+    )
+    monkeypatch.setattr(
+        QuantLayer,
+        "quantized_weight",
+        lambda self: ref.quantized_weight(self.layer.weight, self.w_clip, self.w_bits),
+    )
+    reference = step()
+    assert len(fast) == len(reference) > n
+    for a, b in zip(fast, reference, strict=True):
+        assert torch.equal(a, b)
