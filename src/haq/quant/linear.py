@@ -166,28 +166,33 @@ def quantize_signed_act(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     return _SignedPACT.apply(x, clip, bits)
 
 
-InferenceScales = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+InferenceScales = tuple[float, float, float | None, float | None]
 
 
 def inference_scales(clip: Tensor, bits: int, signed: bool) -> InferenceScales:
     """``(lo, c, steps / c, c / steps)`` of the activation quantizer in evaluation, the two
-    scale factors computed in float64 and rounded once, as the quantizer always has (both
-    None for signed 1-bit inputs, which become ``sign(x) * c``). Built once per evaluation
-    pass and kept on the device: no host synchronisation."""
-    c = clip.detach()
-    lo = -c if signed else torch.zeros_like(c)
+    scale factors computed in float64 and rounded to the tensor's precision once, as the
+    quantizer always has (both None for signed 1-bit inputs, which become ``sign(x) * c``).
+    Plain numbers, so each operation takes the scalar fast path; read from the device once
+    per layer and evaluation pass (QuantLayer caches them), never per forward."""
+    c_t = clip.detach()
+    steps = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    c64 = c_t.double()
+    factors = torch.stack(
+        [c64, (steps / c64).to(c_t.dtype).double(), (c64 / steps).to(c_t.dtype).double()]
+    )
+    c, up, down = factors.tolist()
+    lo = -c if signed else 0.0
     if signed and bits == 1:
         return lo, c, None, None
-    steps = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
-    c64 = c.double()
-    return lo, c, (steps / c64).to(c.dtype), (c64 / steps).to(c.dtype)
+    return lo, c, up, down
 
 
 def act_inference(x: Tensor, scales: InferenceScales) -> Tensor:
     """The activation quantizer without autograd (evaluation): ``round(clamp(x, lo, c) *
     (steps / c)) * (c / steps)``, in place on the clamped copy: four passes over the tensor."""
     lo, c, up, down = scales
-    y = torch.clamp(x, lo, c)
+    y = x.clamp(lo, c)
     if up is None or down is None:
         return torch.where(y >= 0, c, -c).to(x.dtype)
     return y.mul_(up).round_().mul_(down)

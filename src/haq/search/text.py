@@ -81,6 +81,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"search cost: {c['policy_evaluations']} policy evaluations, {c['wall_s']:.1f} s in all: "
         f"evaluation {t['evaluation']:.1f} s{sens}, "
         f"{'agent' if s['strategy'] == 'haq' else 'planning'} and budget enforcement "
-        f"{t['agent']:.1f} s ({100 * t['agent_fraction']:.1f}% of agent + evaluation)",
+        f"{t['agent']:.1f} s ({100 * t['agent_fraction']:.1f}% of agent + evaluation); "
+        f"setup before the first evaluation {t.get('setup', 0.0):.1f} s",
     ]
     return "\n".join(lines)
