@@ -16,6 +16,7 @@ quantized weights (``"mse"``: minimising the squared error, ``"max"``: always ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -199,52 +200,144 @@ def act_inference(x: Tensor, scales: InferenceScales) -> Tensor:
 
 
 # --- clip selection ------------------------------------------------------------------------
-def _kl_clip(abs_w: np.ndarray, bits: int, n_bins: int = 512) -> float:
-    """Threshold on |w| minimising KL(P || Q) between the clipped histogram P and its
-    quantized version Q (the TensorRT-style calibration, applied to weights)."""
-    top = float(abs_w.max())
-    if top == 0.0:
-        return 0.0
-    hist, edges = np.histogram(abs_w, bins=n_bins, range=(0.0, top))
-    hist = hist.astype(np.float64)
+def _kl_at(hist: np.ndarray, i: int, levels: int) -> float:
+    """KL(P || Q) for the threshold at bin ``i`` of a histogram of |w| (the TensorRT-style
+    calibration, applied to weights): P is the histogram cut at ``i`` with the clipped tail
+    piled into its last bin, Q its quantization to ``levels`` groups."""
+    p = hist[:i].copy()
+    p[i - 1] += hist[i:].sum()
+    # quantize the i bins into `levels` groups, spreading each group's mass over its
+    # non-empty bins
+    groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
+    mass = np.bincount(groups, weights=hist[:i], minlength=levels)
+    nonzero = np.bincount(groups, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
+    # Q is the quantized *slice* without the clipped outliers: the outlier mass that P
+    # piles into its last bin is what clipping costs
+    q = np.where(hist[:i] > 0, mass[groups] / np.maximum(nonzero[groups], 1), 0.0)
+    ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
+    mask = ps > 0
+    return float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
+
+
+def _mse_at(abs_w: np.ndarray, c: float, steps: int) -> float:
+    """Mean squared error of quantizing |w| with clip ``c`` and ``steps`` levels."""
+    s = c / steps
+    return float(np.mean((np.minimum(np.round(abs_w / s), steps) * s - abs_w) ** 2))
+
+
+def _kl_scores(hist: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_kl_at`` for every candidate threshold bin, for a batch of histograms at once
+    (rows of ``hist``): the candidates and the scores (rows x candidates).
+
+    Same quantity, rearranged to cost O(rows x levels) per candidate instead of O(rows x
+    bins): with counts h, P = all counts, Q = the counts below the threshold and a group's
+    ``q_g = mass_g / nonzero_g``, the bins below the last one add
+    ``(sum h log h + H (log Q - log P) - sum_g mass_g log q_g) / P``; the last bin (which
+    also takes the clipped tail) is added on its own. Prefix sums of the integer counts are
+    exact; the result differs from the bin-by-bin sum by rounding only (about 1e-15).
+    """
+    rows, n_bins = hist.shape
     levels = max(1, 2 ** (bits - 1) - 1)
-    best_kl, best_i = np.inf, n_bins
     start = max(levels, n_bins // 16)
-    for i in range(start, n_bins + 1, max(1, (n_bins - start) // 96)):
-        p = hist[:i].copy()
-        p[i - 1] += hist[i:].sum()
-        # quantize the i bins into `levels` groups, spreading each group's mass over its
-        # non-empty bins
-        groups = np.minimum((np.arange(i) * levels) // i, levels - 1)
-        mass = np.bincount(groups, weights=hist[:i], minlength=levels)
-        nonzero = np.bincount(groups, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
-        # Q is the quantized *slice* without the clipped outliers: the outlier mass that P
-        # piles into its last bin is what clipping costs
-        q = np.where(hist[:i] > 0, mass[groups] / np.maximum(nonzero[groups], 1), 0.0)
-        ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
-        mask = ps > 0
-        kl = float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
-        if kl < best_kl:
-            best_kl, best_i = kl, i
-    return float(edges[best_i])
+    cands = np.arange(start, n_bins + 1, max(1, (n_bins - start) // 96))
+    zero = np.zeros((rows, 1))
+    counts = np.concatenate([zero, np.cumsum(hist, axis=1)], axis=1)
+    filled = np.concatenate([zero, np.cumsum(hist > 0, axis=1, dtype=np.float64)], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hlogh = np.where(hist > 0, hist * np.log(hist), 0.0)
+    hlogh_cum = np.concatenate([zero, np.cumsum(hlogh, axis=1)], axis=1)
+    total = counts[:, -1]
+    scores = np.empty((rows, len(cands)))
+    for k, i in enumerate(cands):
+        bounds = (np.arange(levels + 1) * i + levels - 1) // levels
+        mass = counts[:, bounds[1:]] - counts[:, bounds[:-1]]
+        nonzero = filled[:, bounds[1:]] - filled[:, bounds[:-1]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q_group = np.where(mass > 0, mass / np.maximum(nonzero, 1), 1.0)
+            below = counts[:, i]
+            body = (
+                hlogh_cum[:, i]
+                + below * (np.log(below) - np.log(total))
+                - (mass * np.log(q_group)).sum(axis=1)
+            ) / total
+            # the last bin: remove its plain term, add it with the clipped tail piled in
+            h_last = hist[:, i - 1]
+            q_last = np.where(h_last > 0, q_group[:, -1], 0.0)
+            plain = np.where(
+                h_last > 0, h_last / total * np.log(h_last * below / (total * q_last)), 0.0
+            )
+            p_last = (h_last + total - below) / total
+            piled = p_last * np.log(p_last / np.maximum(q_last / below, 1e-12))
+            scores[:, k] = body - plain + np.where(p_last > 0, piled, 0.0)
+    return cands, scores
 
 
-def _mse_clip(abs_w: np.ndarray, bits: int, signed: bool = True) -> float:
-    """Threshold minimising the squared quantization error, over 40 fractions of max|w|."""
-    top = float(abs_w.max())
-    if top == 0.0:
-        return 0.0
-    steps = (2 ** (bits - 1) - 1) if signed else (2**bits - 1)
-    steps = max(steps, 1)
+def _mse_scores(rows: np.ndarray, tops: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_mse_at`` for the 40 candidate clips, for many rows at once."""
+    steps = max((2 ** (bits - 1) - 1), 1)
     ratios = np.linspace(0.2, 1.0, 40)
-    best, best_c = np.inf, top
-    for r in ratios:
-        c = top * r
-        s = c / steps
-        err = np.mean((np.minimum(np.round(abs_w / s), steps) * s - abs_w) ** 2)
-        if err < best:
-            best, best_c = err, c
-    return float(best_c)
+    clips = tops[:, None] * ratios[None, :]
+    scores = np.empty(clips.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero rows: not used
+        for k in range(len(ratios)):
+            s = clips[:, k : k + 1] / steps
+            scores[:, k] = np.mean((np.minimum(np.round(rows / s), steps) * s - rows) ** 2, axis=1)
+    return clips, scores
+
+
+def _first_min(scores: np.ndarray, exact: Callable[[int], float]) -> int | None:
+    """The candidate the one-row search picks (the first strict minimum of the ``exact``
+    scores), from approximate ``scores``: only candidates within rounding of the best are
+    scored exactly (all of them if any score is not finite). None if no score is finite."""
+    finite = np.isfinite(scores)
+    if finite.all():
+        low = scores.min()
+        band = np.flatnonzero(scores <= low + 1e-9 * abs(low) + 1e-10)
+        if len(band) == 1:
+            return int(band[0])
+    else:
+        band = np.arange(len(scores))
+    best, pick = np.inf, None
+    for k in band:
+        value = exact(int(k))
+        if value < best:
+            best, pick = value, int(k)
+    return pick
+
+
+def _kl_clips(rows: np.ndarray, bits: int, n_bins: int = 512) -> list[float]:
+    """KL weight clips of many rows of |w| at once (0 for an all-zero row), equal to scoring
+    each row's candidate thresholds on its own, in order, and keeping the first minimum:
+    rows whose best candidate is within rounding of another are settled by ``_kl_at``."""
+    levels = max(1, 2 ** (bits - 1) - 1)
+    live = np.flatnonzero(rows.max(axis=1) > 0.0)
+    out = [0.0] * len(rows)
+    if len(live) == 0:
+        return out
+    hists = [np.histogram(rows[r], bins=n_bins, range=(0.0, rows[r].max())) for r in live]
+    cands, scores = _kl_scores(np.asarray([h for h, _ in hists], dtype=np.float64), bits)
+    for j, (hist, edges) in enumerate(hists):
+        counts = hist.astype(np.float64)
+        pick = _first_min(scores[j], lambda k, c=counts: _kl_at(c, int(cands[k]), levels))
+        out[live[j]] = float(edges[cands[pick] if pick is not None else n_bins])
+    return out
+
+
+def _mse_clips(rows: np.ndarray, bits: int) -> list[float]:
+    """MSE weight clips of many rows of |w| at once, settled like ``_kl_clips``."""
+    steps = max((2 ** (bits - 1) - 1), 1)
+    tops = rows.max(axis=1)
+    clips, scores = _mse_scores(rows, tops, bits)
+    out = [0.0] * len(rows)
+    for r in np.flatnonzero(tops > 0.0):
+        row, row_clips = rows[r], clips[r]
+
+        def exact(k: int, row: np.ndarray = row, row_clips: np.ndarray = row_clips) -> float:
+            return _mse_at(row, float(row_clips[k]), steps)
+
+        pick = _first_min(scores[r], exact)
+        out[r] = float(row_clips[pick] if pick is not None else tops[r])
+    return out
 
 
 def weight_clip(
@@ -252,7 +345,8 @@ def weight_clip(
 ) -> Tensor:
     """The clip value(s) for a weight tensor: shape () per tensor, (out_channels,) per channel.
 
-    Never exceeds max|w| (per tensor or per channel).
+    Never exceeds max|w| (per tensor or per channel). The KL and MSE searches run for all
+    channels at once.
     """
     if method not in WEIGHT_CLIP_METHODS:
         raise ValueError(f"unknown weight clip method {method!r}; valid: {WEIGHT_CLIP_METHODS}")
@@ -260,16 +354,12 @@ def weight_clip(
         w.detach().abs().reshape(w.shape[0], -1) if per_channel else w.detach().abs().reshape(1, -1)
     )
     rows_np = rows.cpu().double().numpy()
-    clips = []
-    for r in rows_np:
-        if bits == 1:
-            clips.append(float(r.mean()))
-        elif method == "max" or bits >= kl_below_bits:
-            clips.append(float(r.max()))
-        elif method == "kl":
-            clips.append(_kl_clip(r, bits))
-        else:
-            clips.append(_mse_clip(r, bits))
+    if bits == 1:
+        clips = [float(r.mean()) for r in rows_np]
+    elif method == "max" or bits >= kl_below_bits:
+        clips = rows_np.max(axis=1).tolist()
+    else:
+        clips = (_kl_clips if method == "kl" else _mse_clips)(rows_np, bits)
     out = torch.tensor(clips, dtype=w.dtype, device=w.device)
     return out if per_channel else out[0]
 
