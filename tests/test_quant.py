@@ -98,6 +98,28 @@ def test_quantize_any_model_leaves_original(tiny_net, digits):
     assert torch.allclose(q.eval()(x), q2.eval()(x))
 
 
+def test_prepare_computes_every_clip_up_front(tiny_net, digits):
+    """Calibration.prepare fills the clip caches for all bit widths with the values a first
+    use computes, so quantizing any policy afterwards computes no clip."""
+    loader = TensorLoader(digits[0], 128)
+    eager, lazy = Calibration(tiny_net, loader), Calibration(tiny_net, loader)
+    eager.prepare(range(1, 9), "kl", per_channel=True)
+    assert len(eager._act_cache) == len(eager._w_cache) == 8 * len(eager.layer_names)
+    mods = dict(tiny_net.named_modules())
+    for name in lazy.layer_names:
+        for b in (1, 3, 8):
+            w = mods[name].weight
+            assert lazy.act_clip(name, b) == eager._act_cache[(name, b)]
+            assert torch.equal(
+                lazy.weight_clip(name, w, b, "kl", True), eager._w_cache[(name, b, "kl", True)]
+            )
+    before = dict(eager._w_cache)
+    quantize(
+        tiny_net, Policy.uniform("w3a5", eager.layer_names), calibration=eager, per_channel=True
+    )
+    assert eager._w_cache == before
+
+
 def test_inference_fast_path_matches_training_path(tiny_net, digits):
     train, _ = digits
     q = quantize(

@@ -87,6 +87,16 @@ class Calibration:
             self.samples[n] = torch.cat(chunks[n])
             self.signed[n] = mins[n] < 0.0
 
+    def prepare(self, bits: Iterable[int], weight_clip: str, per_channel: bool) -> None:
+        """Compute every layer's activation and weight clips for ``bits`` now (a search sets
+        them up before its first evaluation, so no episode pays for a first use)."""
+        modules = dict(self.model.named_modules())
+        for name in self.layer_names:
+            weight = modules[name].weight  # type: ignore[union-attr]
+            for b in bits:
+                self.act_clip(name, b)
+                self.weight_clip(name, weight, b, weight_clip, per_channel)  # type: ignore[arg-type]
+
     def act_clip(self, name: str, bits: int) -> float:
         key = (name, bits)
         if key not in self._act_cache:

@@ -161,6 +161,8 @@ def build_eval_setup(
         device=device,
         workers=cfg.workers,
     )
+    if cfg.mode == "linear":
+        setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
     return setup, check
 
 
