@@ -9,14 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks import bench_agent_seeds as proxy
 
 from haq.errors import HaqError
 from haq.search.runner import search
 from tests.test_search import tiny_cfg
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import bench_agent_seeds as proxy
 
 
 @pytest.fixture(scope="module")

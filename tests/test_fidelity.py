@@ -8,19 +8,14 @@ fit figures it must keep.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+from benchmarks.bench_fidelity import haq_table
 from scipy.stats import spearmanr
 
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.layers import extract_layers
 from haq.models import create_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_fidelity import haq_table
 
 
 def test_bismo_cloud_responds_to_bits_like_the_haq_table() -> None:

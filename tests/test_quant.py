@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 import torch
-from torch import nn
 
 from haq.data import TensorLoader, load_dataset
 from haq.errors import HaqError
@@ -230,10 +229,6 @@ def test_empty_dataset(digits):
     train, _ = digits
     with pytest.raises(HaqError, match="empty"):
         TensorLoader(train.subset(torch.tensor([], dtype=torch.long)), 8)
-
-
-def test_model_is_nn_module(tiny_net):
-    assert isinstance(tiny_net, nn.Module)
 
 
 def test_pact_function_matches_autograd_of_the_formula() -> None:

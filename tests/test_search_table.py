@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmarks import search_table
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import search_table  # noqa: E402
 
 RESULTS = json.loads((ROOT / "benchmarks" / "results" / "search.json").read_text())
 

@@ -1,7 +1,8 @@
 """haq: hardware-aware automated mixed-precision quantization (HAQ, Wang et al. CVPR 2019).
 
 The top-level names are imported lazily so that ``import haq.hardware`` (pure numpy cost
-models) works on a machine without PyTorch.
+models) works on a machine without PyTorch. A search is ``haq.run_search(config)``
+(``haq.search`` is the subpackage).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _LAZY = {
     "finetune": "haq.train",
     "evaluate": "haq.train",
     "load_dataset": "haq.data",
-    "search": "haq.search.runner",
+    "run_search": "haq.search.runner:search",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -35,5 +36,6 @@ __all__ = ["__version__", *sorted(_LAZY)]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, _, attr = _LAZY[name].partition(":")
+        return getattr(importlib.import_module(module), attr or name)
     raise AttributeError(f"module 'haq' has no attribute {name!r}")

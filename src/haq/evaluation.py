@@ -72,7 +72,6 @@ class EvalSetup:
 @dataclass(frozen=True)
 class EvalResult:
     accuracy: Accuracy
-    quantize_s: float
     finetune_s: float
     eval_s: float
 
@@ -82,7 +81,7 @@ def evaluate_policy(
 ) -> tuple[EvalResult, nn.Module | None]:
     """Quantize ``setup.model`` with ``policy``, finetune ``finetune_steps`` batches (fixed
     seed, so the same policy always gives the same accuracy on CPU), then evaluate."""
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     q = quantize(
         setup.model,
         policy,
@@ -90,7 +89,6 @@ def evaluate_policy(
         per_channel=setup.per_channel,
         weight_clip=setup.weight_clip,
     )
-    t1 = time.perf_counter()
     if setup.finetune_steps > 0:
         loader = setup.loader(setup.finetune_data, setup.batch_size, shuffle=True)
         finetune(
@@ -99,7 +97,7 @@ def evaluate_policy(
     t2 = time.perf_counter()
     acc = evaluate(q, setup.loader(setup.eval_data, setup.eval_batch_size), device=setup.device)
     t3 = time.perf_counter()
-    return EvalResult(acc, t1 - t0, t2 - t1, t3 - t2), (q if return_model else None)
+    return EvalResult(acc, t2 - t1, t3 - t2), (q if return_model else None)
 
 
 @dataclass(frozen=True)

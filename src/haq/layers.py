@@ -15,8 +15,6 @@ from haq.errors import HaqError
 if TYPE_CHECKING:
     from torch import nn
 
-KINDS = ("conv", "pointwise", "depthwise", "grouped", "linear")
-
 
 @dataclass(frozen=True)
 class LayerSpec:

@@ -154,10 +154,6 @@ class Policy:
             raise HaqError(f"policy has no bits for layer {missing[0]!r} of the model")
         raise HaqError("policy lists the model's layers in another order")
 
-    def bits_of(self, name: str) -> tuple[int, int]:
-        i = self.names.index(name)
-        return self.w_bits[i], self.a_bits[i]
-
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.w_bits, dtype=np.int64), np.asarray(self.a_bits, dtype=np.int64)
 

@@ -43,7 +43,7 @@ FIELDS: dict[str, FieldSpec] = {
     "dn": FieldSpec("columns of the dot-product-unit array (RHS columns per tile)", integer=True),
     "clock_mhz": FieldSpec("clock frequency in MHz"),
     "dram_bandwidth_gbs": FieldSpec("peak DRAM bandwidth in GB/s (1e9 bytes/s)"),
-    "dram_efficiency": FieldSpec("fraction of the peak bandwidth achieved, in (0, 1]"),
+    "dram_efficiency": FieldSpec("fraction of the peak bandwidth achieved, in (0, 1]", maximum=1.0),
     "lhs_buffer_kib": FieldSpec("on-chip LHS (activation) buffer in KiB"),
     "rhs_buffer_kib": FieldSpec("on-chip RHS (weight) buffer in KiB"),
     "instr_overhead_cycles": FieldSpec(

@@ -33,6 +33,7 @@ class FieldSpec:
     allow_zero: bool = False
     integer: bool = False
     default: float | None = None
+    maximum: float | None = None  # the largest value allowed (None: no upper bound)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class HardwareConfig:
     batch: int
     params: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    has_energy: bool = False  # the architecture has an energy model
 
     def with_batch(self, batch: int | None) -> HardwareConfig:
         """The same hardware run at another batch size (``None`` keeps the preset's)."""
@@ -53,12 +55,6 @@ class HardwareConfig:
         if batch < 1:
             raise HaqError(f"batch must be >= 1 (got {batch})")
         return replace(self, batch=int(batch))
-
-    @property
-    def has_energy(self) -> bool:
-        from haq.hardware import ARCHS
-
-        return ARCHS[self.arch].HAS_ENERGY
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +71,7 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -87,19 +83,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise HaqError(f"{path}: cannot read hardware file: {err}") from err
 
 
-def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
-    """Validate a hardware mapping; every error names ``where`` (the file) and the field."""
-    from haq.hardware import ARCHS
-
-    arch = data.get("arch")
-    if arch is None:
-        raise HaqError(f"{where}: missing field 'arch' (one of {', '.join(sorted(ARCHS))})")
-    if not isinstance(arch, str) or arch not in ARCHS:
-        raise HaqError(f"{where}: field 'arch' is {arch!r}; valid: {', '.join(sorted(ARCHS))}")
-    batch = data.get("batch", 1)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise HaqError(f"{where}: field 'batch' must be an integer >= 1 (got {batch!r})")
-    specs: dict[str, FieldSpec] = ARCHS[arch].FIELDS
+def check_fields(data: dict[str, Any], where: str, specs: dict[str, FieldSpec]) -> dict[str, float]:
+    """The architecture's numeric fields of a hardware mapping, each checked against its
+    spec (required, a finite number, its range, an integer where it must be)."""
     params: dict[str, float] = {}
     for key, spec in specs.items():
         if key not in data and spec.default is None:
@@ -112,39 +98,9 @@ def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
         if value < 0 or (value == 0 and not spec.allow_zero):
             bound = ">= 0" if spec.allow_zero else "> 0"
             raise HaqError(f"{where}: field {key!r} must be {bound} (got {value!r})")
+        if spec.maximum is not None and value > spec.maximum:
+            raise HaqError(f"{where}: field {key!r} must be <= {spec.maximum:g} (got {value!r})")
         if spec.integer and int(value) != value:
             raise HaqError(f"{where}: field {key!r} must be an integer (got {value!r})")
         params[key] = float(value)
-    known = set(specs) | {"name", "arch", "description", "batch"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HaqError(
-            f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for arch {arch!r}"
-        )
-    return HardwareConfig(
-        name=str(data.get("name", Path(where).stem)),
-        arch=arch,
-        description=str(data.get("description", "")),
-        batch=batch,
-        params=params,
-        source=where,
-    )
-
-
-def load_hardware(name_or_path: str | Path, batch: int | None = None) -> HardwareConfig:
-    """A preset by name (``bismo-edge``) or a TOML file by path, optionally at another batch."""
-    text = str(name_or_path)
-    preset = PRESET_DIR / f"{text}.toml"
-    if preset.is_file():
-        cfg = parse_hardware(_read_toml(preset), f"preset {text}")
-    elif text.endswith(".toml") or Path(text).is_file():
-        path = Path(text)
-        if not path.is_file():
-            raise HaqError(f"hardware file {text!r} not found")
-        cfg = parse_hardware(_read_toml(path), str(path))
-    else:
-        raise HaqError(
-            f"unknown hardware {text!r}; valid presets: {', '.join(list_presets())}, "
-            "or a path to a .toml file"
-        )
-    return cfg.with_batch(batch)
+    return params

@@ -20,12 +20,11 @@ import numpy as np
 
 from haq import __version__
 from haq.errors import HaqError
-from haq.hardware.config import HardwareConfig, parse_hardware
+from haq.hardware import ARCHS, HardwareConfig, parse_hardware
 from haq.layers import LayerSpec
 
 METRICS = ("latency", "energy", "size", "bops")
 DETAIL_UNITS = {"cycles": "cycles per batch", "bits": "bits per batch", "j": "J per batch"}
-METRIC_UNITS = {"latency": "s", "energy": "J", "size": "B", "bops": "bit-ops"}
 
 
 @dataclass
@@ -268,7 +267,6 @@ def cost_table(
     meta: dict[str, Any] | None = None,
 ) -> CostTable:
     """Compute the full table of ``layers`` on ``hardware`` in one vectorised pass."""
-    from haq.hardware import ARCHS
 
     if not layers:
         raise HaqError("no layers to cost")

@@ -23,7 +23,6 @@ _UNITS: dict[str, dict[str, float]] = {
     "size": {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2},
     "bops": {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12},
 }
-BASE_UNIT = {"latency": "s", "energy": "J", "size": "B", "bops": "BOPs"}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 

@@ -2,7 +2,7 @@
 
 ``--eval-workers 1`` (the default) evaluates in the search process, as always. With N > 1
 each of N Ray actors builds the run's evaluation once (model, calibration, data subsets:
-:func:`haq.search.runner.build_eval_setup`, deterministic, so every worker scores a policy
+:func:`haq.search.setup.build_eval_setup`, deterministic, so every worker scores a policy
 as the search process would) and then evaluates the policies sent to it, one at a time.
 
 - Ray: a local cluster bound to 127.0.0.1 sized to this machine, or ``--ray-address`` to join
@@ -76,7 +76,7 @@ class EvalWorker:
         import torch
 
         from haq.checkpoint import resolve_model
-        from haq.search.runner import build_eval_setup
+        from haq.search.setup import build_eval_setup
         from haq.train import pick_device
 
         if threads > 0:

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from haq.checkpoint import CheckpointMeta, preprocess_for, read_checkpoint, resolve_model
-from haq.data import Data, load_dataset, search_split
+from haq.checkpoint import read_checkpoint, resolve_model
+from haq.data import Data
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
 from haq.fileio import atomic_write_json, atomic_write_text, read_json, save_payload
@@ -48,6 +47,7 @@ from haq.search.env import STATE_DIM, Episode
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
 from haq.search.planners import act_weights, plan_greedy, plan_ilp
 from haq.search.sensitivity import Sensitivity, measure_sensitivity
+from haq.search.setup import build_eval_setup
 from haq.train import evaluate, pick_device
 
 STATE_FORMAT = "haq-search-state-3"
@@ -131,39 +131,6 @@ def build_context(cfg: SearchConfig) -> SearchContext:
     return SearchContext(
         cfg, setup, table, budgets, pw, pa, fp, metrics, check, time.perf_counter() - t0
     )
-
-
-def build_eval_setup(
-    cfg: SearchConfig, model: nn.Module, meta: CheckpointMeta, device: str
-) -> tuple[EvalSetup, Data | None]:
-    """The per-episode evaluation of a run (data subsets, calibration, finetune settings) and
-    its unseen check subset. Deterministic: every evaluation worker builds the same one."""
-    prep = preprocess_for(meta, cfg.crop_ratio, cfg.min_crop_scale)
-    train = load_dataset(cfg.dataset, train=True, preprocess=prep)
-    if train.input_shape != tuple(meta.input_shape):
-        raise HaqError(
-            f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
-        )
-    finetune_data, heldout, check = search_split(
-        train, cfg.finetune_size, cfg.heldout_size, cfg.seed, cfg.check_size
-    )
-    setup = EvalSetup.build(
-        model,
-        finetune_data,
-        heldout,
-        calib_batches=cfg.calib_batches,
-        finetune_steps=cfg.finetune_steps,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        per_channel=cfg.per_channel,
-        weight_clip=cfg.weight_clip,
-        device=device,
-        workers=cfg.workers,
-    )
-    if cfg.mode == "linear":
-        setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
-    return setup, check
 
 
 @dataclass
