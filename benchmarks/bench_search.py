@@ -29,7 +29,7 @@ Incremental: results go to --json after every search and every finetune, keyed b
 strategy and seed; a rerun skips what is there (and resumes an interrupted search), so the
 matrix can be filled over several sessions, and by several processes at once (each merges
 its own entries into the file under a lock; give each ``OMP_NUM_THREADS=1`` on 2 cores). ``--rerun`` drops the selected entries first.
-``python benchmarks/search_table.py`` prints the README's table and draws the plots.
+``python benchmarks/search_table.py`` prints the results table and draws the plots.
 """
 
 from __future__ import annotations

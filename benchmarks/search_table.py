@@ -1,11 +1,11 @@
-"""The README's search tables and plots from benchmarks/results/search.json (bench_search.py).
+"""The search tables of benchmarks/RESULTS.md and plots from benchmarks/results/search.json (bench_search.py).
 
 python benchmarks/search_table.py                  # markdown table, mean +- std
 python benchmarks/search_table.py --plot PNG       # also the sample-efficiency plot
 python benchmarks/search_table.py --edge-cloud     # edge vs cloud bits of the haq policies
 python benchmarks/search_table.py --robustness     # issue 12's agent targets, per scenario
 python benchmarks/search_table.py --robustness --against random-level  # vs level-enforced random
-python benchmarks/search_table.py --readme README.md  # rewrite the README's three tables
+python benchmarks/search_table.py --readme benchmarks/RESULTS.md  # rewrite its three marked tables
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def bit_prices() -> str:
 
 
 def update_readme(results: dict[str, Any], readme: Path) -> None:
-    """Replace the tables between the README's markers (``<!-- NAME -->`` ...
+    """Replace the tables between the markers of a markdown file (``<!-- NAME -->`` ...
     ``<!-- /NAME -->``) with the ones the results give now."""
     text = readme.read_text()
     for marker, body in (
