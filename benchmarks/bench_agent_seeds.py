@@ -1,7 +1,7 @@
 """How robust is the HAQ agent to its seed? A fast proxy of the real search (issue 12, item 3).
 
 A real search costs 7-9 s per evaluation, so comparing agent variants over many seeds on it
-is out of reach on a CPU. This script runs the very same search loop (``Search.step``:
+is out of reach on a CPU. This script runs the very same search loop (``Search.round``:
 proposal, budget enforcement, replay, updates) with the accuracy of a policy replaced by a
 proxy built from the per-layer sensitivities an ``ilp`` run measured::
 
@@ -68,8 +68,11 @@ from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, action_to_bits
 from haq.search.parallel import Outcome
 from haq.search.planners import plan_ilp
-from haq.search.runner import Search, SearchContext, resolve_pins
+from haq.search.runner import Search, resolve_pins
 from haq.search.sensitivity import Sensitivity
+from haq.search.setup import SearchContext
+from haq.search.strategies import Draft, Proposal
+from haq.search.strategies.agent import Agent
 
 VARIANTS = (
     "actor",
@@ -121,7 +124,8 @@ class ProxySearch(Search):
     """The search loop with the proxy accuracy instead of a quantize-finetune-evaluate."""
 
     def __init__(self, ctx: SearchContext, score: np.ndarray, c: float, noise: float, variant: str):
-        super().__init__(ctx, Path("."), progress=False)
+        agent = ProxyAgent(ctx, variant) if ctx.cfg.strategy == "haq" else None
+        super().__init__(ctx, Path("."), progress=False, strategy=agent)
         self.score, self.c, self.noise, self.variant = score, c, noise, variant
         # scored by the proxy instead of quantize-finetune-evaluate; the search's own cache
         # makes a repeated policy a cache hit, as in a real search
@@ -129,16 +133,6 @@ class ProxySearch(Search):
         self.last_bits: tuple[np.ndarray, np.ndarray] | None = None
         self.at_max: list[float] = []  # share of free proposals at max_bit, per episode
         self.cut = 0.0  # bits enforcement took off the last proposal, per free decision
-
-    def _propose(
-        self, episode: int, widen: int = 0
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
-        if self.variant.startswith("shift") and self.agent is not None:
-            _, _, states, actions = super()._propose(episode, widen)
-            return shift_episode(self, states, actions, store_shifted=self.variant == "shift")
-        if not self.variant.startswith("bounded") or self.agent is None:
-            return super()._propose(episode, widen)
-        return bounded_episode(self, episode, with_state=self.variant == "bounded")
 
     def clean(self, w: np.ndarray, a: np.ndarray) -> float:
         """The proxy without its scatter: how good the policy really is on the proxy."""
@@ -170,21 +164,36 @@ class ProxySearch(Search):
         pay = self.variant in ("penalty", "centre-penalty")
         return super().reward(accuracy) - (0.1 * self.cut if pay else 0.0)
 
-    def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
-        if self.variant in (
-            "centre",
-            "centre-penalty",
-            "level-centre",
-        ):  # the enforced bits' bin centres, in decision order
-            assert self.last_bits is not None
-            cfg = self.ctx.cfg
+
+class ProxyAgent(Agent):
+    """The agent with the benchmark's variants of acting (``shift``, ``bounded``) and of
+    learning (``centre``: the enforced bits' bin centres as its actions)."""
+
+    def __init__(self, ctx: SearchContext, variant: str) -> None:
+        super().__init__(ctx, progress=False)
+        self.variant = variant
+        if variant == "bounded":  # two more state features
+            self.agent = DDPG(STATE_DIM + 2, len(self.episode), self.cfg.ddpg)
+
+    def ask(self, episode: int, widen: int = 0) -> Draft:
+        if self.variant.startswith("shift"):
+            return shift_episode(self, super().ask(episode, widen), self.variant == "shift")
+        if self.variant.startswith("bounded"):
+            return bounded_episode(self, episode, with_state=self.variant == "bounded")
+        return super().ask(episode, widen)
+
+    def tell(self, episode: int, draft: Draft, enforced: Proposal, reward: float) -> None:
+        if self.variant in ("centre", "centre-penalty", "level-centre"):
+            cfg = self.cfg
             span = cfg.max_bit - cfg.min_bit + 1
-            w, a = self.last_bits
-            bits = [(w if is_w else a)[i] for i, is_w in self.episode_spec.decisions]
-            actions = ((np.clip(bits, cfg.min_bit, cfg.max_bit) - cfg.min_bit + 0.5) / span).astype(
-                np.float32
-            )
-        super()._learn(episode, states, actions, reward)
+            bits = [(enforced.w if is_w else enforced.a)[i] for i, is_w in self.episode.decisions]
+            centres = (np.clip(bits, cfg.min_bit, cfg.max_bit) - cfg.min_bit + 0.5) / span
+            draft = replace(draft, actions=centres.astype(np.float32))
+        super().tell(episode, draft, enforced, reward)
+
+
+def _pin(ctx: SearchContext, w: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.where(ctx.pinned_w > 0, ctx.pinned_w, w), np.where(ctx.pinned_a > 0, ctx.pinned_a, a)
 
 
 def enforce_costly(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_only):
@@ -214,17 +223,17 @@ def enforce_costly(table, w, a, budgets, min_bit, pinned_w, pinned_a, weights_on
     return w, a
 
 
-def shift_episode(s: Search, states: np.ndarray, actions: np.ndarray, store_shifted: bool):
+def shift_episode(s: Agent, draft: Draft, store_shifted: bool) -> Draft:
     """Enforce the budget by one global shift of every action (the smallest t >= 0 such that
     the bits of ``actions - t`` fit), instead of trimming layers from the last to the first:
     the agent's absolute level stops mattering, only its preferences between decisions do.
     ``store_shifted``: the replay gets the shifted actions (the policy as run)."""
-    cfg, ep = s.ctx.cfg, s.episode_spec
+    cfg, ep = s.cfg, s.episode
     span = cfg.max_bit - cfg.min_bit + 1
-    acts = np.asarray(actions, dtype=np.float64)
+    acts = np.asarray(draft.actions, dtype=np.float64)
 
     def bits(t: float) -> tuple[np.ndarray, np.ndarray]:
-        return s._pin(*ep.actions_to_bits(np.clip(acts - t, 0, 1), cfg.min_bit, cfg.max_bit))
+        return _pin(s.ctx, *ep.actions_to_bits(np.clip(acts - t, 0, 1), cfg.min_bit, cfg.max_bit))
 
     steps = (acts[:, None] - np.arange(span + 1)[None, :] / span).ravel() + 1e-9
     cands = np.concatenate([[0.0], np.unique(steps[(steps > 0) & (steps <= 1 + 1e-9)])])
@@ -237,15 +246,15 @@ def shift_episode(s: Search, states: np.ndarray, actions: np.ndarray, store_shif
             lo = mid + 1
     t = float(cands[lo])
     w, a = bits(t)
-    stored = np.clip(acts - t, 0, 1).astype(np.float32) if store_shifted else actions
-    return w, a, states, stored
+    stored = np.clip(acts - t, 0, 1).astype(np.float32) if store_shifted else draft.actions
+    return Draft(w, a, draft.states, stored)
 
 
-def bounded_episode(s: Search, episode: int, with_state: bool):
+def bounded_episode(s: Agent, episode: int, with_state: bool) -> Draft:
     """AMC-style: each action is capped so that the remaining decisions at the minimum bits
     can still meet every budget; the state carries how much of the budget is committed."""
-    c, cfg = s.ctx, s.ctx.cfg
-    ep = s.episode_spec
+    c, cfg = s.ctx, s.cfg
+    ep = s.episode
     span = cfg.max_bit - cfg.min_bit + 1
     tables = [c.table.metric_table(b.metric) for b in c.budgets]
     limits = np.array([b.limit for b in c.budgets])
@@ -287,7 +296,7 @@ def bounded_episode(s: Search, episode: int, with_state: bool):
         states.append(st)
         actions.append(act)
         prev = act
-    return w, a, np.stack(states), np.asarray(actions, dtype=np.float32)
+    return Draft(w, a, np.stack(states), np.asarray(actions, dtype=np.float32))
 
 
 def scenario(run_dir: Path) -> tuple[SearchConfig, SearchContext, np.ndarray, float]:
@@ -348,8 +357,6 @@ def run_one(
         }
     ).resolved()
     s = ProxySearch(replace(ctx, cfg=cfg), score, c, args.noise, variant)
-    if variant == "bounded":
-        s.agent = DDPG(STATE_DIM + 2, len(s.episode_spec), cfg.ddpg)
     accs, clean = [], []
     for e in range(args.episodes):
         r = s.round(range(e, e + 1))[0]

@@ -226,7 +226,7 @@ def test_ilp_resume_reuses_the_sensitivities(tiny_ckpt, tmp_path, monkeypatch):
     def no_second_measurement(*args, **kwargs):
         raise AssertionError("the sensitivities were measured again")
 
-    monkeypatch.setattr("haq.search.runner.measure_sensitivity", no_second_measurement)
+    monkeypatch.setattr("haq.search.strategies.planned.measure_sensitivity", no_second_measurement)
     search(None, tmp_path / "b", resume=True, progress=False)
     assert _strip(tmp_path / "a" / "episodes.jsonl") == _strip(tmp_path / "b" / "episodes.jsonl")
 

@@ -14,14 +14,13 @@ from haq.fileio import atomic_write_json, read_json
 from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt
 from haq.search.budget import ENFORCERS
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
+from haq.search.strategies import REGISTRY
 
 PROTOCOLS = ("fast", "paper")
 # --protocol paper: the reference code's per-episode evaluation (docs/search.md); the
 # finetune steps become one epoch of the finetune subset unless given
 PAPER_PROTOCOL = {"finetune_size": 20_000, "heldout_size": 10_000, "lr": 1e-3}
-STRATEGIES = ("auto", "haq", "random", "uniform", "ilp", "greedy")
-# policies evaluated when --episodes is not given: the planners need few evaluations
-DEFAULT_EPISODES = {"haq": 60, "random": 60, "ilp": 5, "greedy": 1, "uniform": 1}
+STRATEGIES = ("auto", *REGISTRY)  # auto: the benchmark's winner for the budgets
 # what --strategy auto runs for a kind of budget: the benchmark's winner (README, "Which
 # strategy"); a mix of budget kinds takes the strategy all of them agree on, else ilp
 # options a resumed run may change: how it runs, not what it searches (the rounds of a
@@ -193,7 +192,7 @@ class SearchConfig:
         if cfg.strategy == "auto":
             cfg.strategy = recommended_strategy(cfg.budgets)
         if cfg.episodes is None:
-            cfg.episodes = DEFAULT_EPISODES[cfg.strategy]
+            cfg.episodes = REGISTRY[cfg.strategy].default_episodes
         if cfg.ddpg.sigma_decay is None:
             decay = stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes)
             cfg.ddpg = replace(cfg.ddpg, sigma_decay=decay)

@@ -21,7 +21,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +30,21 @@ import torch
 from tqdm import tqdm
 
 from haq.checkpoint import read_checkpoint, resolve_model
-from haq.data import Data
 from haq.errors import HaqError
-from haq.evaluation import EvalSetup, evaluate_policy
+from haq.evaluation import evaluate_policy
 from haq.fileio import atomic_write_json, atomic_write_text, read_json, save_payload
 from haq.hardware import load_hardware
-from haq.hardware.table import CostTable, cost_table
+from haq.hardware.table import cost_table
 from haq.layers import extract_layers
 from haq.policy import Policy
 from haq.runlock import LOCK_NAME, run_lock
 from haq.search.baselines import largest_uniform_bits
-from haq.search.budget import ENFORCERS, Budget, check_feasible, format_value, parse_budget
+from haq.search.budget import ENFORCERS, check_feasible, format_value, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
-from haq.search.ddpg import DDPG
-from haq.search.env import STATE_DIM, Episode
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
-from haq.search.planners import act_weights, plan_greedy, plan_ilp
-from haq.search.sensitivity import Sensitivity, measure_sensitivity
-from haq.search.setup import build_eval_setup
+from haq.search.setup import SearchContext, build_eval_setup
+from haq.search.state import SearchState
+from haq.search.strategies import REGISTRY, Proposal, Strategy
 from haq.train import evaluate, pick_device
 
 STATE_FORMAT = "haq-search-state-3"
@@ -55,27 +52,6 @@ RESTORE = (
     "restore episodes.jsonl from a copy, or start the search again with a new --out "
     '(docs/runs.md, "Recovering a run")'
 )
-PLANNERS = ("ilp", "greedy")  # strategies that plan on measured sensitivities
-
-
-@dataclass
-class SearchContext:
-    """What a run builds once: model, data, calibration, cost table, budgets, pins."""
-
-    cfg: SearchConfig
-    setup: EvalSetup
-    table: CostTable
-    budgets: list[Budget]
-    pinned_w: np.ndarray
-    pinned_a: np.ndarray
-    fp_accuracy: float
-    metrics: list[str]
-    check_data: Data | None = None  # images no episode is scored on
-    setup_s: float = 0.0  # seconds build_context took (data, calibration, FP evaluation)
-
-    @property
-    def names(self) -> list[str]:
-        return self.table.layer_names
 
 
 def resolve_pins(
@@ -139,23 +115,6 @@ class Evaluated:
     cached: bool
 
 
-@dataclass
-class SearchState:
-    """Everything needed to continue a run after a crash."""
-
-    episode: int = 0
-    best_reward: float = -np.inf
-    best_episode: int = -1
-    cache: dict[str, float] = field(default_factory=dict)
-    evaluations: int = 0  # policies evaluated (cache hits not counted)
-    random_rng: dict[str, Any] | None = None
-    agent: dict[str, Any] | None = None
-    sensitivity: dict[str, Any] | None = None  # ilp / greedy: Sensitivity.to_dict()
-    plan: list[tuple[list[int], list[int]]] | None = None  # ilp / greedy: (w, a) per episode
-    busy_s: float = 0.0  # seconds the evaluation workers spent evaluating
-    pool_wall_s: float = 0.0  # seconds x workers of the rounds' evaluation phases
-
-
 def _key(w: np.ndarray, a: np.ndarray) -> str:
     return ",".join(f"{x}/{y}" for x, y in zip(w.tolist(), a.tolist(), strict=True))
 
@@ -163,16 +122,18 @@ def _key(w: np.ndarray, a: np.ndarray) -> str:
 class Search:
     """One run. ``run()`` executes the remaining episodes and returns the summary."""
 
-    def __init__(self, ctx: SearchContext, out_dir: Path, progress: bool = True) -> None:
-        """``ctx.cfg`` must be resolved (:meth:`SearchConfig.resolved`)."""
+    def __init__(
+        self,
+        ctx: SearchContext,
+        out_dir: Path,
+        progress: bool = True,
+        strategy: Strategy | None = None,
+    ) -> None:
+        """``ctx.cfg`` must be resolved (:meth:`SearchConfig.resolved`); ``strategy``
+        defaults to the registry's for ``ctx.cfg.strategy``."""
         self.ctx, self.out, self.progress = ctx, out_dir, progress
-        cfg = ctx.cfg
-        self.weights_only = cfg.mode == "kmeans"
-        self.episode_spec = Episode(ctx.table.layers, self.weights_only)
-        self.agent = (
-            DDPG(STATE_DIM, len(self.episode_spec), cfg.ddpg) if cfg.strategy == "haq" else None
-        )
-        self.random_rng = np.random.default_rng(cfg.ddpg.seed + 1)  # the search seed
+        self.weights_only = ctx.cfg.mode == "kmeans"
+        self.strategy = strategy or REGISTRY[ctx.cfg.strategy].factory(ctx, progress)
         self.state = SearchState()
         self.pool: Pool = LocalPool(ctx.setup)  # run() starts Ray actors for --eval-workers N
         self.agent_s = 0.0
@@ -211,104 +172,19 @@ class Search:
         )
 
     # --- episodes ------------------------------------------------------------------------
-    def _propose(
-        self, episode: int, widen: int = 0
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
-        """(w, a, states, actions) before enforcement; states and actions only for the agent,
-        whose noise is doubled ``widen`` times."""
-        cfg = self.ctx.cfg
-        ep = self.episode_spec
-        if cfg.strategy == "uniform":
-            found = largest_uniform_bits(
-                self.ctx.table,
-                self.ctx.budgets,
-                cfg.min_bit,
-                cfg.max_bit,
-                self.ctx.pinned_w,
-                self.ctx.pinned_a,
-                self.weights_only,
-            )
-            assert found is not None  # feasibility was checked
-            return found[0], found[1], None, None
-        if cfg.strategy in PLANNERS:
-            assert self.state.plan is not None
-            w, a = self.state.plan[episode]
-            return np.array(w), np.array(a), None, None
-        if cfg.strategy == "random":
-            actions = self.random_rng.uniform(0.0, 1.0, len(ep))
-            w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
-            return w, a, None, None
-        assert self.agent is not None
-        states, actions, prev = [], [], 0.0
-        for t in range(len(ep)):
-            s = ep.state(t, prev)
-            prev = self.agent.act(s, episode, widen=widen)
-            states.append(s)
-            actions.append(prev)
-        w, a = ep.actions_to_bits(actions, cfg.min_bit, cfg.max_bit)
-        return w, a, np.stack(states), np.asarray(actions, dtype=np.float32)
-
-    def _fresh_proposal(self, episode: int, taken: set[str]) -> tuple[Any, ...]:
-        """(w0, a0, w, a, states, actions, redraws): the episode's policy before and after
-        enforcement. With ``--redraws N`` an agent past warm-up whose enforced policy was
-        already evaluated (or proposed earlier in this round) redraws with its noise doubled,
-        up to N times; the last draw stands. ``taken`` collects the round's keys."""
-        cfg = self.ctx.cfg
-        agent_search = self.agent is not None and episode >= cfg.ddpg.warmup_episodes
-        redraws = cfg.ddpg.redraws if agent_search else 0
-        for widen in range(redraws + 1):
-            w0, a0, states, actions = self._propose(episode, widen)
-            w, a = self._enforce(w0, a0)
+    def propose(self, episode: int, taken: set[str]) -> Proposal:
+        """The episode's policy before and after enforcement. A strategy that allows redraws
+        (the agent past its warm-up, ``--redraws N``) draws again, its noise doubled, while
+        the enforced policy was already evaluated or proposed earlier in this round; the
+        last draw stands. ``taken`` collects the round's keys."""
+        for widen in range(self.strategy.redraws(episode) + 1):
+            draft = self.strategy.ask(episode, widen)
+            w, a = self._enforce(draft.w, draft.a)
             key = _key(w, a)
             if key not in self.state.cache and key not in taken:
                 break
         taken.add(key)
-        return w0, a0, w, a, states, actions, widen
-
-    def _learn(self, episode: int, states: np.ndarray, actions: np.ndarray, reward: float) -> None:
-        """Store the episode as the actor took it (its own actions and the states it saw,
-        as the reference code does) with the reward of the enforced policy; then update."""
-        assert self.agent is not None
-        self.agent.observe_episode(states, actions, reward)
-        if episode >= self.ctx.cfg.ddpg.warmup_episodes:
-            self.agent.update(len(states))
-
-    def _plan(self) -> None:
-        """ilp / greedy: measure the sensitivities and plan the policies to evaluate, once
-        (both are saved with the state, so a resumed run does not repeat them)."""
-        c, cfg = self.ctx, self.ctx.cfg
-        if self.state.sensitivity is None:
-            sens = measure_sensitivity(
-                c.setup,
-                cfg.mode,
-                range(cfg.min_bit, cfg.max_bit + 1),
-                c.pinned_w,
-                c.pinned_a,
-                images=cfg.sensitivity_images,
-                progress=self.progress,
-            )
-            self.state.sensitivity = sens.to_dict()
-        sens = Sensitivity.from_dict(self.state.sensitivity)
-        t0 = time.perf_counter()
-        limits = (c.table, c.budgets)
-        bits = (cfg.min_bit, cfg.max_bit, c.pinned_w, c.pinned_a, self.weights_only)
-        if cfg.strategy == "ilp":
-            plans: list[tuple[np.ndarray, np.ndarray]] = []
-            for act_weight in act_weights(int(cfg.episodes or 1)):
-                score = sens.pair_table(act_weight)
-                plans += plan_ilp(*limits, score, *bits, k=1, exclude=plans)
-        else:
-            plans = [plan_greedy(*limits, sens.pair_table(), *bits)]
-        self.agent_s += time.perf_counter() - t0
-        self.state.plan = [(w.tolist(), a.tolist()) for w, a in plans]
-
-    def _total(self) -> int:
-        cfg = self.ctx.cfg
-        if cfg.strategy == "uniform":
-            return 1
-        if self.state.plan is not None:
-            return min(int(cfg.episodes or 1), len(self.state.plan))
-        return int(cfg.episodes or 1)
+        return Proposal(draft, w, a, widen)
 
     def round(self, episodes: range) -> list[dict[str, Any]]:
         """One round: a policy per episode (the agent acts with its current weights and each
@@ -316,18 +192,15 @@ class Search:
         each in episode order. A round of one episode is the serial search exactly."""
         t0 = time.perf_counter()
         taken: set[str] = set()
-        proposals = [self._fresh_proposal(episode, taken) for episode in episodes]
+        proposals = [self.propose(episode, taken) for episode in episodes]
         t1 = time.perf_counter()
-        scored = self._evaluate_round([(p[2], p[3]) for p in proposals])
+        scored = self._evaluate_round([(p.w, p.a) for p in proposals])
         t2 = time.perf_counter()
         records = []
-        for episode, (w0, a0, w, a, states, actions, widen), (ev, out) in zip(
-            episodes, proposals, scored, strict=True
-        ):
+        for episode, p, (ev, out) in zip(episodes, proposals, scored, strict=True):
             reward = self.reward(ev.accuracy)
-            if states is not None:
-                self._learn(episode, states, actions, reward)
-            records.append(self._record(episode, w0, a0, w, a, ev, out, reward, widen))
+            self.strategy.tell(episode, p.draft, p, reward)
+            records.append(self._record(episode, p, ev, out, reward))
         t3 = time.perf_counter()
         self.agent_s += (t1 - t0) + (t3 - t2)
         self.eval_s += t2 - t1
@@ -356,39 +229,29 @@ class Search:
         return out
 
     def _record(
-        self,
-        episode: int,
-        w0: np.ndarray,
-        a0: np.ndarray,
-        w: np.ndarray,
-        a: np.ndarray,
-        ev: Evaluated,
-        out: Outcome | None,
-        reward: float,
-        widen: int,
+        self, episode: int, p: Proposal, ev: Evaluated, out: Outcome | None, reward: float
     ) -> dict[str, Any]:
-        warm = self.ctx.cfg.strategy == "haq" and episode < self.ctx.cfg.ddpg.warmup_episodes
+        info = self.strategy.describe(episode, p.redraws)
         return {
             "episode": episode,
-            "phase": "warmup" if warm else "search",
-            "w_bits": w.tolist(),
-            "a_bits": a.tolist(),
-            "enforced": bool((w != w0).any() or (a != a0).any()),
-            "cost": self.costs(w, a),
+            "phase": info["phase"],
+            "w_bits": p.w.tolist(),
+            "a_bits": p.a.tolist(),
+            "enforced": p.enforced,
+            "cost": self.costs(p.w, p.a),
             "accuracy": ev.accuracy,
             "reward": reward,
             "cached": ev.cached,
             "eval_seconds": round(out.eval_s, 4) if out else 0.0,
             "worker": out.worker if out else None,
             "wait_seconds": round(out.wait_s, 4) if out else 0.0,
-            "sigma": self.agent.sigma(episode, widen) if self.agent and not warm else None,
-            "redraws": widen,
+            "sigma": info["sigma"],
+            "redraws": p.redraws,
         }
 
     # --- persistence ---------------------------------------------------------------------
     def save_state(self) -> None:
-        self.state.random_rng = self.random_rng.bit_generator.state
-        self.state.agent = self.agent.state_dict() if self.agent else None
+        self.strategy.save(self.state)
         payload = {
             "format": STATE_FORMAT,
             "state": self.state.__dict__,
@@ -404,12 +267,7 @@ class Search:
                 raise ValueError("unknown format")
             self.state = SearchState(**payload["state"])
             self.agent_s, self.eval_s = payload.get("timers", [0.0, 0.0])
-            if self.state.random_rng is not None:
-                self.random_rng.bit_generator.state = self.state.random_rng
-            if self.agent is not None:
-                if self.state.agent is None:
-                    raise ValueError("no agent state")
-                self.agent.load_state_dict(self.state.agent)
+            self.strategy.load(self.state)
         except Exception as err:
             raise HaqError(
                 f"{path}: corrupt or incompatible search state ({err}); nothing was changed"
@@ -479,10 +337,11 @@ class Search:
         if resume:
             self.load_state()
             self._reconcile_episodes()
-        if cfg.strategy in PLANNERS and self.state.plan is None:
-            self._plan()
+        planned_s = self.strategy.prepare(self.state)
+        if planned_s is not None:
+            self.agent_s += planned_s
             self.save_state()
-        total = self._total()
+        total = self.strategy.total()
         if self.state.episode < total:
             self.pool = make_pool(cfg, self.ctx.setup)
         log = (self.out / "episodes.jsonl").open("a")

@@ -1,15 +1,40 @@
-"""The per-episode evaluation of a run, built the same way by the search and by every
-evaluation worker (local processes or Ray actors)."""
+"""What a run builds once (:class:`SearchContext`) and the per-episode evaluation, built the
+same way by the search and by every evaluation worker (local processes or Ray actors)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from torch import nn
 
 from haq.checkpoint import CheckpointMeta, preprocess_for
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup
+from haq.hardware.table import CostTable
+from haq.search.budget import Budget
 from haq.search.config import SearchConfig
+
+
+@dataclass
+class SearchContext:
+    """What a run builds once: model, data, calibration, cost table, budgets, pins."""
+
+    cfg: SearchConfig
+    setup: EvalSetup
+    table: CostTable
+    budgets: list[Budget]
+    pinned_w: np.ndarray
+    pinned_a: np.ndarray
+    fp_accuracy: float
+    metrics: list[str]
+    check_data: Data | None = None  # images no episode is scored on
+    setup_s: float = 0.0  # seconds build_context took (data, calibration, FP evaluation)
+
+    @property
+    def names(self) -> list[str]:
+        return self.table.layer_names
 
 
 def build_eval_setup(

@@ -5,15 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from haq.search.budget import format_value
+from haq.search.strategies import REGISTRY
 from haq.textfmt import table
-
-LABELS = {
-    "haq": "HAQ agent",
-    "random": "random search",
-    "uniform": "uniform",
-    "ilp": "ILP on sensitivities",
-    "greedy": "greedy on sensitivities",
-}
 
 
 def _pct(value: float | None) -> str:
@@ -38,7 +31,7 @@ def format_summary(s: dict[str, Any]) -> str:
     headers.append("size vs fp32")
     rows = []
     for label, entry in (
-        (f"{LABELS[s['strategy']]} (best of {s['episodes']})", s["best"]),
+        (f"{REGISTRY[s['strategy']].label} (best of {s['episodes']})", s["best"]),
         (f"uniform w{s['uniform']['bits']}a{s['uniform']['bits']}", s["uniform"]),
     ):
         cost = entry["cost"]
