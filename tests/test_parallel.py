@@ -24,7 +24,8 @@ import torch
 
 from haq.errors import HaqError
 from haq.search.parallel import RayPool, _start_local_ray
-from haq.search.runner import read_episodes, search
+from haq.search.records import read_episodes
+from haq.search.runner import search
 from tests.test_search import _strip, tiny_cfg
 
 ray = pytest.importorskip("ray")  # an optional extra; scripts/setup.sh installs it, so CI runs this

@@ -20,8 +20,9 @@ from haq.export import load_for_export
 from haq.finishing import stale_final
 from haq.policy import Policy
 from haq.report.data import load_run
-from haq.search.runner import read_episodes, run_finished, search
-from tests.test_search import tiny_cfg
+from haq.search.records import read_episodes, run_finished
+from haq.search.runner import search
+from tests.test_search import TIMING_KEYS, tiny_cfg
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_a_torn_last_line_is_dropped_and_that_episode_run_again(
     with (run3 / "episodes.jsonl").open("a") as fh:
         fh.write(before[0][:40])  # the process died while writing episode 3's record
     summary = search(None, run3, resume=True, progress=False, episodes=4)
-    assert "dropped a torn last line" in capsys.readouterr().err
+    assert "dropped 1 torn or unreadable line(s)" in capsys.readouterr().err
     records = read_episodes(run3)
     assert summary["episodes"] == 4 and [r["episode"] for r in records] == [0, 1, 2, 3]
     assert _lines(run3)[:3] == before
@@ -61,24 +62,84 @@ def test_records_after_the_checkpoint_are_dropped(
 
 
 @pytest.mark.parametrize(
-    ("damage", "message"),
+    "damage",
     [
-        (lambda ls: [ls[0], ls[2]], "record 2 is episode 2, expected 1"),  # a deleted line
-        (lambda ls: [ls[0], ls[0], ls[1], ls[2]], "record 2 is episode 0, expected 1"),
-        (lambda ls: [], "holds 0 of the 3 episodes that state.pt records"),
-        (lambda ls: [ls[0], "{not json", ls[2]], "record 2 is unreadable"),
-        (lambda ls: ls[:2], "holds 2 of the 3 episodes"),
+        lambda ls: [ls[0], ls[2]],  # a deleted line
+        lambda ls: [ls[0], ls[0], ls[1], ls[2]],  # a duplicated one
+        lambda ls: [],  # emptied
+        lambda ls: [ls[0], "{not json", ls[2]],  # a torn line inside the checkpoint's range
+        lambda ls: ls[:2],  # the last deleted
     ],
     ids=["deleted", "duplicated", "emptied", "corrupt-middle", "last-deleted"],
 )
-def test_damaged_records_are_an_error_that_changes_nothing(run3: Path, damage, message) -> None:
+def test_lost_or_torn_records_are_rebuilt_from_the_checkpoint(
+    run3: Path, damage, capsys: pytest.CaptureFixture
+) -> None:
     lines = _lines(run3)
-    text = "".join(ln + "\n" for ln in damage(lines))
+    (run3 / "episodes.jsonl").write_text("".join(ln + "\n" for ln in damage(lines)))
+    (run3 / "best_policy.json").unlink()
+    search(None, run3, resume=True, progress=False, episodes=4)
+    err = capsys.readouterr().err
+    assert "best_policy.json rebuilt from the checkpoint" in err
+    after = _lines(run3)
+    assert after[:3] == lines and len(after) == 4
+    assert Policy.load(run3 / "best_policy.json").names
+
+
+def test_an_edited_record_or_a_foreign_checkpoint_is_refused_and_nothing_changes(
+    run3: Path, tiny_ckpt: str, tmp_path: Path
+) -> None:
+    files = {p.name: p.read_bytes() for p in run3.iterdir() if p.is_file()}
+    lines = _lines(run3)
+    edited = json.loads(lines[1])
+    edited["accuracy"] += 1.0
+    text = "".join(ln + "\n" for ln in [lines[0], json.dumps(edited), lines[2]])
     (run3 / "episodes.jsonl").write_text(text)
-    with pytest.raises(HaqError, match=message) as err:
+    with pytest.raises(HaqError, match="episode 1 differs from the one the checkpoint holds"):
         search(None, run3, resume=True, progress=False, episodes=4)
-    assert "restore episodes.jsonl from a copy" in str(err.value)
     assert (run3 / "episodes.jsonl").read_text() == text
+    assert (run3 / "config.json").read_bytes() == files["config.json"]  # still 3 episodes
+    (run3 / "episodes.jsonl").write_bytes(files["episodes.jsonl"])
+    # the same configuration run again elsewhere: another run, another identity
+    other = tmp_path / "other"
+    search(tiny_cfg(tiny_ckpt, strategy="random", episodes=2), other, progress=False)
+    (run3 / "state.pt").write_bytes((other / "state.pt").read_bytes())
+    with pytest.raises(HaqError, match="state.pt belongs to another run"):
+        search(None, run3, resume=True, progress=False, episodes=4)
+    assert (run3 / "config.json").read_bytes() == files["config.json"]
+    assert (run3 / "episodes.jsonl").read_bytes() == files["episodes.jsonl"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_on_resume(
+    run3: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = _lines(run3)
+    for name in ("state.pt", "summary.json", "best_policy.json"):
+        (run3 / name).unlink()
+    (run3 / "episodes.jsonl").write_text(first[0] + "\n")  # written before the kill
+    summary = search(None, run3, resume=True, progress=False)
+    assert "has no checkpoint yet; the run starts again" in capsys.readouterr().err
+    again = _lines(run3)
+    strip = [{k: v for k, v in json.loads(ln).items() if k not in TIMING_KEYS} for ln in again]
+    before = [{k: v for k, v in json.loads(ln).items() if k not in TIMING_KEYS} for ln in first]
+    assert summary["episodes"] == 3 and strip == before
+
+
+def test_a_run_made_before_run_ids_resumes_reports_and_exports(tmp_path: Path) -> None:
+    """A run directory written by main on 2026-12-04 (no run id, no record copies in its
+    checkpoint, committed under tests/data/) still resumes, reports and exports."""
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "run-2026-12-04", run)
+    before = _lines(run)
+    summary = search(None, run, resume=True, progress=False, episodes=3)
+    after = _lines(run)
+    assert summary["episodes"] == 3 and after[:2] == before and len(after) == 3
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    out = tmp_path / "old.onnx"
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
 
 
 def _finetune(run: Path) -> None:
@@ -114,6 +175,20 @@ def test_a_stale_final_pt_is_refused_by_export_and_flagged_by_report(
     assert "Warning:" in (tmp_path / "rep" / "index.html").read_text()
     _finetune(run3)  # finetuning again makes final.pt current
     assert stale_final(run3) is None and load_run(run3).final is not None
+
+
+def test_a_lost_final_json_is_rebuilt_from_final_pt(
+    run3: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A kill between writing final.pt and final.json must not waste the finetune."""
+    _finetune(run3)
+    record = json.loads((run3 / "final.json").read_text())
+    (run3 / "final.json").unlink()
+    capsys.readouterr()
+    assert stale_final(run3) is None
+    assert "final.json rebuilt from final.pt" in capsys.readouterr().err
+    assert json.loads((run3 / "final.json").read_text()) == record
+    assert load_for_export(str(run3), None, None, None, None, None)[3]
 
 
 def test_finetune_of_an_unfinished_run_says_so(run3: Path, capsys: pytest.CaptureFixture) -> None:

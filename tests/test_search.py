@@ -21,7 +21,7 @@ from haq.search.env import STATE_DIM, Episode, action_to_bits
 from haq.search.runner import Search, build_context, search
 from tests.conftest import conv_spec
 
-TIMING_KEYS = ("seconds", "eval_seconds")
+TIMING_KEYS = ("seconds", "eval_seconds", "run")  # and the run id: another per run
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_budget_parsing(mbv2_table):
     assert parse_budget("bops", "2.5G", t).limit == pytest.approx(2.5e9)
     for metric, text, msg in [
         ("latency", "fast", "malformed"),
-        ("latency", "0x", "must be positive"),
+        ("latency", "0x", "must be a positive finite number"),
+        ("latency", "1e400ms", "must be a positive finite number"),
         ("latency", "-3ms", "malformed"),
         ("latency", "3parsecs", "unknown unit"),
         ("power", "1W", "unknown budget metric"),

@@ -189,16 +189,24 @@ def import_model(
         raise HaqError(
             f"dataset {dataset!r} has images {test.input_shape}; the model expects {shape}"
         )
-    with torch.no_grad():
-        outputs = int(model(torch.zeros(1, *shape)).shape[1])
-    if outputs < test.num_classes:
-        raise HaqError(
-            f"the model has {outputs} outputs but {dataset!r} has {test.num_classes} classes; "
-            "give the model's num_classes (--model-kwargs) or another dataset"
-        )
+    check_outputs(model, shape, test.num_classes, dataset)
     loader = make_loader(test, inference_batch(test, 256), workers=workers)
     acc = evaluate(model, loader, device=pick_device(device))
     meta.accuracy = {"top1": acc.top1, "top5": acc.top5}
     meta.classes = list(getattr(test, "classes", []))
     meta.extra = {"imported_from": str(weights), "test_images": acc.n_images}
     return save_checkpoint(out, model.cpu(), meta), meta
+
+
+def check_outputs(model: nn.Module, shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
+    """A model must have an output for every class of the dataset it is scored on."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = int(model(torch.zeros(1, *shape)).shape[1])
+    model.train(was_training)
+    if outputs < num_classes:
+        raise HaqError(
+            f"the model has {outputs} outputs but {dataset!r} has {num_classes} classes; "
+            "give the model's num_classes (--model-kwargs) or another dataset"
+        )

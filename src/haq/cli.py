@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import select
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -249,7 +250,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: ExportOptions) -> int:
     from haq.export import export_model, load_for_export
 
-    owned = run_lock(args.run, "haq export") if args.run else contextlib.nullcontext()
+    owned = run_lock(args.run, "haq export", shared=True) if args.run else contextlib.nullcontext()
     with owned, contextlib.redirect_stdout(sys.stderr):
         q, policy, info, source = load_for_export(
             args.run, args.policy, args.checkpoint, args.model, args.dataset, args.weights
@@ -421,15 +422,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = getattr(args, "options", None)
             return int(args.func(options_from(args, options) if options else args))
     except HaqError as err:
-        print(f"haq: error: {err}", file=sys.stderr)
+        print(f"haq: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError as err:
+        return _broken_pipe(err)
+    except OSError as err:  # a path the system refuses (name too long, ...): no traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"haq: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("haq: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (`haq cost ... | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
-        return 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def _one_line(message: str) -> str:
+    """An error raised in a loader worker arrives wrapped in the worker's traceback: keep
+    the error's own line."""
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]
+        return last.partition(": ")[2] or last
+    return message
+
+
+def _broken_pipe(err: BrokenPipeError) -> int:
+    """Exit code of a broken pipe: quiet 141 when it is stdout's reader that went away."""
+    if not _stdout_gone():  # another pipe broke (a worker, a subprocess): a real error
+        print(f"haq: error: broken pipe ({err})", file=sys.stderr)
+        return 2
+    # the reader went away (`haq cost ... | head`): stop quietly
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+    return 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on it)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

@@ -154,12 +154,13 @@ def eval_on_test(
     batches of the training split if asked, and score it and the full-precision model on the
     test split. ``setup``: the options of :meth:`EvalSetup.build` (finetune_steps, lr, seed,
     per_channel, weight_clip, device, workers)."""
-    from haq.checkpoint import model_splits, resolve_model
+    from haq.checkpoint import check_outputs, model_splits, resolve_model
     from haq.costing import model_cost_table, policy_report
 
     net, meta = resolve_model(model_spec, checkpoint, weights)
     shape = tuple(meta.input_shape)
     train, test = model_splits(dataset, meta, crop_ratio)
+    check_outputs(net, shape, test.num_classes, dataset)
     built = EvalSetup.build(net, train.view(True), test, **setup)
     pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
     if mode:

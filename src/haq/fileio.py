@@ -6,43 +6,108 @@ Every file haq writes with ``torch.save`` is a dict with a ``format`` key naming
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from haq.errors import HaqError
 
 
-def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary name, then rename: a crash never leaves half a file."""
+def _target(path: str | Path) -> Path:
+    """Where a write to ``path`` lands: a symlink is written through to its target (the link
+    stays a link)."""
     out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
+    return out.resolve() if out.is_symlink() else out
+
+
+def _tmp(out: Path) -> Path:
+    """A temporary name beside ``out`` that stays within the name length limit."""
+    return out.with_name(f".{out.name[:200]}.{os.getpid()}.tmp")
+
+
+def _is_device(out: Path) -> bool:
+    """A character device or a FIFO (``/dev/stdout``, a pipe): written directly, since a
+    rename over it would replace it (or fail)."""
+    try:
+        mode = out.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _write_atomic(path: str | Path, write: Any, mode: str) -> Path:
+    """``write(fh)`` into a temporary file, then rename it over ``path``; a crash never
+    leaves half a file. One-line HaqError on failure."""
+    out = _target(path)
+    if _is_device(out):
+        try:
+            with out.open(mode) as fh:
+                write(fh)
+        except OSError as err:
+            raise HaqError(f"cannot write {str(path)!r}: {err.strerror}") from err
+        return out
+    tmp = _tmp(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
-            torch.save(payload, fh)
+        with tmp.open(mode) as fh:
+            write(fh)
         tmp.replace(out)
     except (OSError, RuntimeError) as err:  # torch's writer reports a failed write as either
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         reason = err.strerror if isinstance(err, OSError) else "write failed (disk full?)"
-        raise HaqError(f"cannot write {str(out)!r}: {reason}") from err
+        raise HaqError(f"cannot write {str(path)!r}: {reason}") from err
     return out
+
+
+def tensor_digest(obj: Any) -> str:
+    """SHA-256 of every tensor (dtype, shape and bytes) and array inside ``obj``, in order."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, np.ndarray):
+            h.update(f"{x.dtype}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                if k != "digest":
+                    h.update(str(k).encode())
+                    walk(v)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                walk(v)
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def check_digest(payload: Any, where: str | Path) -> None:
+    """A payload saved with a digest must still match it (a damaged file is refused)."""
+    saved = payload.get("digest") if isinstance(payload, dict) else None
+    if saved is not None and tensor_digest(payload) != saved:
+        raise HaqError(f"{str(where)!r} is damaged: its tensors do not match their digest")
+
+
+def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` atomically, with a digest of the tensors checked on load."""
+    signed = {**payload, "digest": tensor_digest(payload)}
+    return _write_atomic(path, lambda fh: torch.save(signed, fh), "wb")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary name, then rename (one-line error on failure)."""
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
-    return out
+    """Write ``text`` atomically (one-line error on failure)."""
+    return _write_atomic(path, lambda fh: fh.write(text), "w")
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
@@ -54,6 +119,8 @@ def read_json(path: str | Path, what: str) -> Any:
     """The JSON document at ``path``; a one-line HaqError naming ``what`` it should be when it
     is missing, unreadable, not UTF-8 or not JSON."""
     p = Path(path)
+    if p.exists() and not p.is_file():  # a directory, FIFO or device: never block on it
+        raise HaqError(f"{what} {str(p)!r} is not a regular file")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -62,6 +129,8 @@ def read_json(path: str | Path, what: str) -> Any:
         raise HaqError(f"cannot read {what} {str(p)!r}: {err.strerror}") from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise HaqError(f"{what} {str(p)!r} is corrupt ({err}); restore or remove it") from err
+    except RecursionError as err:
+        raise HaqError(f"{what} {str(p)!r} is nested too deeply to be one") from err
 
 
 def load_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
@@ -76,6 +145,7 @@ def load_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
         raise HaqError(f"{what} {str(p)!r} is unreadable: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise HaqError(f"{str(p)!r} is not a {what}")
+    check_digest(payload, p)
     return payload
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from haq.fileio import atomic_write_json, read_json
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
-from haq.quant.serialize import quantizer_facts, save_quantized
+from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
 from haq.train import evaluate, finetune, pick_device
 
 
@@ -146,7 +147,7 @@ def job_from_run(
     """The best policy of a search run (or ``policy_file``) with exactly the search's model,
     data and quantizer settings; written to ``RUN/final.pt`` unless ``out`` says otherwise."""
     from haq.search.config import SearchConfig
-    from haq.search.runner import run_finished
+    from haq.search.records import run_finished
 
     run = Path(run)
     if not (run / "best_policy.json").is_file():
@@ -192,6 +193,23 @@ def job_from_policy(
     )
 
 
+def _rebuild_final_record(run: Path) -> dict[str, Any] | None:
+    """final.json from final.pt, which holds the same facts (a kill between writing the two
+    must not waste a finished finetune); None when final.pt does not read."""
+    try:
+        payload = read_quantized(run / "final.pt")
+    except HaqError:
+        return None
+    record = {
+        k: v
+        for k, v in payload.items()
+        if k not in ("format", "quant_flags", "state_dict", "digest")
+    }
+    atomic_write_json(run / "final.json", record)
+    print(f"note: {run / 'final.json'} rebuilt from final.pt", file=sys.stderr)
+    return record
+
+
 def stale_final(run: str | Path) -> str | None:
     """Why ``RUN/final.pt`` no longer matches the run's best policy, or None when it does (or
     there is none): a search resumed after ``haq finetune --run`` may have found a better one."""
@@ -201,7 +219,9 @@ def stale_final(run: str | Path) -> str | None:
         return None
     record = read_json(final, "finetune record") if final.is_file() else {}
     if not isinstance(record, dict) or not isinstance(record.get("policy"), dict):
-        return f"{run}/final.pt has no readable record {final.name}; run 'haq finetune --run {run}'"
+        record = _rebuild_final_record(run)
+        if record is None:
+            return f"{run}/final.pt has no readable record {final.name}; run 'haq finetune --run {run}'"
     tuned = Policy.from_dict(record["policy"], str(final))
     now = Policy.load(best)
     if tuned.key() == now.key():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,19 +205,44 @@ class SeededSampler(Sampler):
 
 
 def _scan(root: Path) -> tuple[list[str], list[str], list[int]]:
-    """Sorted class folders and (file, class index) pairs of an ImageFolder directory."""
+    """Sorted class folders and (file, class index) pairs of an ImageFolder directory.
+
+    Symlinked directories are followed once: a directory already visited, another class's
+    folder, or one that contains the folder being scanned (a link to ``..``), is skipped; a file reached twice
+    (through links) is counted once, under the first class that reached it, with a note.
+    """
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise HaqError(f"{root} has no class folders (expected {root}/<class>/<image files>)")
+    top = os.path.realpath(root)
+    class_dirs = {os.path.realpath(root / name) for name in classes}  # each is its class's
+    visited: set[str] = set()
+    seen: set[str] = set()
     files: list[str] = []
     labels: list[int] = []
+    repeats = 0
     for label, name in enumerate(classes):
+        own = os.path.realpath(root / name)
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            here = os.path.realpath(dirpath)
+            foreign = here in class_dirs and here != own
+            if foreign or here in visited or here == top or top.startswith(here + os.sep):
+                dirnames.clear()  # a loop or a second way in: nothing new below
+                continue
+            visited.add(here)
             dirnames.sort()
             for f in sorted(filenames):
                 if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                    real = os.path.realpath(os.path.join(dirpath, f))
+                    if real in seen:
+                        repeats += 1
+                        continue
+                    seen.add(real)
                     files.append(os.path.join(dirpath, f))
                     labels.append(label)
+    if repeats:
+        print(f"note: {root}: {repeats} image file(s) reached twice through links, counted once",
+              file=sys.stderr)  # fmt: skip
     if not files:
         raise HaqError(
             f"{root} has class folders but no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -239,6 +265,14 @@ def load_imagefolder(root: str | Path, preprocess: Preprocess, train: bool) -> F
         unknown = sorted(set(val_classes) - set(classes))
         if unknown:
             raise HaqError(f"{root}/val has classes that train/ lacks: {', '.join(unknown[:5])}")
+        missing = sorted(set(classes) - set(val_classes))
+        if missing:
+            print(f"warning: {root}/val has no images of {len(missing)} class(es) of train/ "
+                  f"({', '.join(missing[:5])})", file=sys.stderr)  # fmt: skip
+        shared = len({os.path.realpath(f) for f in files} & {os.path.realpath(f) for f in vfiles})
+        if shared:
+            print(f"warning: {root}: {shared} image file(s) of val/ are also in train/; the "
+                  "test figure is not on unseen images", file=sys.stderr)  # fmt: skip
         remap = np.array([classes.index(c) for c in val_classes], dtype=np.int64)
         return FolderData(np.array(vfiles), remap[np.array(vlabels)], classes, preprocess)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).numpy()

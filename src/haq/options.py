@@ -112,6 +112,60 @@ def check_bounds(obj: Any) -> str | None:
     return None
 
 
+def type_error(cls: type, data: dict[str, Any], prefix: str = "") -> str | None:
+    """The first value in ``data`` (a loaded configuration of dataclass ``cls``) whose type is
+    not the field's (``bool`` is not a number; numbers must be finite), as ``field 'x' must
+    be ...``; nested dataclasses are checked inside their dicts. None when all hold."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, tp = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            why = type_error(tp, value, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            why = _value_error(value, tp)
+            why = why and f"field '{prefix}{f.name}' {why}"
+        if why:
+            return why
+    return None
+
+
+def _value_error(value: Any, tp: Any) -> str | None:
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        return _value_error(value, _base_type(tp))
+    origin = typing.get_origin(tp) or tp
+    if dataclasses.is_dataclass(tp):
+        return f"must be an object (got {value!r})"  # a dict is checked by type_error
+    if tp is bool:
+        return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
+    if tp in (int, float):
+        number = isinstance(value, int if tp is int else int | float)
+        if not number or isinstance(value, bool):
+            kind = "an integer" if tp is int else "a number"
+            return f"must be {kind} (got {value!r})"
+        return None if math.isfinite(value) else f"must be finite (got {value!r})"
+    if tp is str:
+        return None if isinstance(value, str) else f"must be a string (got {value!r})"
+    if origin is list:
+        ok = isinstance(value, list) and all(_value_error(v, args[0]) is None for v in value)
+        return (
+            None
+            if ok
+            else f"must be a list of {getattr(args[0], '__name__', args[0])} (got {value!r})"
+        )
+    if origin is dict:
+        ok = isinstance(value, dict) and all(
+            _value_error(k, args[0]) is None and _value_error(v, args[1]) is None
+            for k, v in value.items()
+        )
+        return None if ok else f"must be an object of {args[1].__name__} values (got {value!r})"
+    return None
+
+
 def _base_type(tp: Any) -> Any:
     """``int | None`` -> int; other types unchanged."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:

@@ -121,6 +121,8 @@ class Policy:
     @classmethod
     def load(cls, path: str | Path) -> Policy:
         p = Path(path)
+        if p.exists() and not p.is_file():  # a directory, FIFO or device: never block on it
+            raise HaqError(f"policy file {str(p)!r} is not a regular file")
         try:
             data = json.loads(p.read_text())
         except OSError as err:
@@ -129,6 +131,8 @@ class Policy:
             raise HaqError(f"{p}: malformed JSON: {err}") from err
         except UnicodeDecodeError as err:
             raise HaqError(f"{p}: not a text file (policy files are UTF-8 JSON)") from err
+        except RecursionError as err:
+            raise HaqError(f"{p}: nested too deeply to be a policy") from err
         return cls.from_dict(data, str(p))
 
     @classmethod

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from haq.errors import HaqError
 
@@ -24,8 +25,12 @@ LOCK_NAME = ".haq.lock"
 
 
 @contextmanager
-def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterator[None]:
-    """Hold the lock of ``run_dir`` (``create``: made if absent) while the block runs."""
+def run_lock(
+    run_dir: str | Path, command: str, create: bool = False, shared: bool = False
+) -> Iterator[None]:
+    """Hold the lock of ``run_dir`` (``create``: made if absent) while the block runs.
+    ``shared``: a reader's lock (``haq export``): readers do not exclude each other, a writer
+    excludes them all."""
     path = Path(run_dir) / LOCK_NAME
     if not create and not Path(run_dir).is_dir():
         raise HaqError(f"run directory {str(run_dir)!r} not found")
@@ -36,26 +41,17 @@ def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterato
         raise HaqError(f"cannot lock run directory {str(run_dir)!r}: {err.strerror}") from err
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError as err:
             fh.seek(0)
             owner = fh.read().strip() or "another process"
             raise HaqError(
                 f"run directory {run_dir} is in use by {owner}; wait for it to finish or stop it"
             ) from err
-        fh.seek(0)
-        stale = fh.read().strip()
-        if stale:
-            print(
-                f"note: took over the lock of {stale}, which is no longer running", file=sys.stderr
-            )
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            f"pid {os.getpid()} on host {socket.gethostname()} ({command}, since "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n"
-        )
-        fh.flush()
+        if shared:
+            yield
+            return
+        _own(fh, command)
         try:
             yield
         finally:  # a clean exit empties the file: content found later means a dead owner
@@ -63,3 +59,18 @@ def run_lock(run_dir: str | Path, command: str, create: bool = False) -> Iterato
             fh.truncate()
     finally:
         fh.close()
+
+
+def _own(fh: Any, command: str) -> None:
+    """Write this process into the lock file (saying so when a dead owner's is replaced)."""
+    fh.seek(0)
+    stale = fh.read().strip()
+    if stale:
+        print(f"note: took over the lock of {stale}, which is no longer running", file=sys.stderr)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(
+        f"pid {os.getpid()} on host {socket.gethostname()} ({command}, since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n"
+    )
+    fh.flush()

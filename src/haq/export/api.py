@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +120,7 @@ def export_model(
     """Write ``q`` to ``out`` in ``fmt``; nothing is left behind when it fails."""
     if fmt not in FORMATS:
         raise HaqError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    out_path = Path(out)
+    out_path = Path(out).resolve() if Path(out).is_symlink() else Path(out)  # write through links
     if not out_path.parent.exists():
         raise HaqError(
             f"cannot write {str(out_path)!r}: directory {str(out_path.parent)!r} does not exist"
@@ -127,12 +129,13 @@ def export_model(
         check_representable(q, fmt)
     if fmt == "torch":
         return save_payload(to_payload(q, policy, info), out_path)
-    tmp = out_path.with_name(out_path.name + ".partial")
+    tmp = out_path.with_name(f".{out_path.name[:200]}.{os.getpid()}.partial")
     try:
         export_onnx(q, fmt, tuple(info["input_shape"]), tmp)
         tmp.replace(out_path)
     except OSError as err:
         raise HaqError(f"cannot write {str(out_path)!r}: {err.strerror}") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never hide the error above
+            tmp.unlink(missing_ok=True)
     return out_path

@@ -17,7 +17,7 @@ from haq.hardware.table import CostTable, cost_table
 from haq.layers import extract_layers
 from haq.models import default_input_shape, load_model_spec
 from haq.search.config import SearchConfig
-from haq.search.runner import read_episodes
+from haq.search.records import read_episodes
 
 
 @dataclass

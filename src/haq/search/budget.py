@@ -8,6 +8,7 @@ and BOPs, and the fp32 weight size for size (as in the paper).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,18 +72,24 @@ def parse_budget(metric: str, text: str, table: CostTable) -> Budget:
             f"--{metric} {text!r} is malformed; use a ratio like 0.5x or a value like {_example(metric)}"
         )
     value, unit = float(m.group(1)), m.group(2).lower()
-    if value <= 0:
-        raise HaqError(f"--{metric} {text!r} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise HaqError(f"--{metric} {text!r} must be a positive finite number")
     if unit == "x":
         ref = "fp32" if metric == "size" else "w8a8"
-        return Budget(metric, value * reference_value(metric, table), text, ref)
+        return _finite(Budget(metric, value * reference_value(metric, table), text, ref))
     units = _UNITS[metric]
     if unit not in units:
         valid = ", ".join(u for u in units if u) or "none"
         raise HaqError(
             f"--{metric} {text!r}: unknown unit {unit!r}; valid units: {valid}, or x for a ratio"
         )
-    return Budget(metric, value * units[unit], text, "absolute")
+    return _finite(Budget(metric, value * units[unit], text, "absolute"))
+
+
+def _finite(budget: Budget) -> Budget:
+    if not math.isfinite(budget.limit):
+        raise HaqError(f"--{budget.metric} {budget.text!r} is too large to be a budget")
+    return budget
 
 
 def _example(metric: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
-from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt
+from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt, type_error
 from haq.search.budget import ENFORCERS
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 from haq.search.strategies import REGISTRY
@@ -229,11 +229,14 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"run_id"}
         unknown = set(data) - known
         if unknown:
             raise HaqError(f"config has unknown keys: {', '.join(sorted(unknown))}")
-        args = dict(data)
+        why = type_error(cls, data)
+        if why:
+            raise HaqError(f"config: {why}")
+        args = {k: v for k, v in data.items() if k != "run_id"}  # the run's, not an option
         if "ddpg" in args and "anchor" not in args["ddpg"]:  # saved before the anchor existed
             args["ddpg"] = {**args["ddpg"], "anchor": False}
         args.setdefault("enforce", "reference")  # saved before --enforce existed
@@ -243,8 +246,9 @@ class SearchConfig:
             raise HaqError(f"config: bad agent options ({err})") from err
         return cls(**args)
 
-    def save(self, path: Path) -> None:
-        atomic_write_json(path, self.to_dict())
+    def save(self, path: Path, run_id: str | None = None) -> None:
+        """Write the configuration (and the run's identity, when it has one)."""
+        atomic_write_json(path, {**self.to_dict(), **({"run_id": run_id} if run_id else {})})
 
     @classmethod
     def load(cls, path: Path) -> SearchConfig:
@@ -253,5 +257,7 @@ class SearchConfig:
             raise HaqError(f"{path}: not a search configuration (a JSON object is expected)")
         try:
             return cls.from_dict(data)
+        except HaqError as err:
+            raise HaqError(f"{path}: {str(err).removeprefix('config: ')}") from err
         except (TypeError, ValueError, AttributeError) as err:
             raise HaqError(f"{path}: not a valid search configuration ({err})") from err

@@ -15,6 +15,7 @@ as the search process would) and then evaluates the policies sent to it, one at 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -106,13 +107,16 @@ class RayPool:
         self.ray, self.workers, self.replaced = ray, n, 0
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
+            address, source = _ray_address(cfg.ray_address)
+            where = f"at {address} (from {source})" if address else "on this machine"
+            if address:
+                _probe(address, where)
             try:
-                if cfg.ray_address:
-                    ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False)
+                if address:
+                    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
                 else:
                     _start_local_ray(ray)
             except (Exception, SystemExit) as err:  # Ray raises, or exits, when it cannot
-                where = cfg.ray_address or "on this machine"
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise HaqError(f"cannot start or join a Ray cluster {where}: {first}") from err
         resources = ray.cluster_resources()
@@ -162,6 +166,29 @@ class RayPool:
             self.ray.kill(actor)
         if self.started_ray:
             self.ray.shutdown()
+
+
+def _ray_address(given: str | None) -> tuple[str | None, str]:
+    """The cluster to join and where that came from: ``--ray-address``, else the
+    ``RAY_ADDRESS`` environment variable (which Ray itself would read), else none."""
+    if given:
+        return given, "--ray-address"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    return (env, "the RAY_ADDRESS environment variable") if env else (None, "")
+
+
+def _probe(address: str, where: str, timeout_s: float = 30.0) -> None:
+    """Fail in one line, within ``timeout_s``, when a ``host:port`` address takes no
+    connection (Ray itself retries for minutes); ``auto`` and other forms go to Ray."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise HaqError(f"cannot reach the Ray cluster {where}: {why}") from err
 
 
 def _start_local_ray(ray: Any) -> None:

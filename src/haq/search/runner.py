@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from haq.checkpoint import read_checkpoint, resolve_model
 from haq.errors import HaqError
 from haq.evaluation import evaluate_policy
-from haq.fileio import atomic_write_json, atomic_write_text, read_json, save_payload
+from haq.fileio import atomic_write_json, check_digest, read_json, save_payload
 from haq.hardware import load_hardware
 from haq.hardware.table import cost_table
 from haq.layers import extract_layers
@@ -42,16 +43,13 @@ from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import ENFORCERS, check_feasible, format_value, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
+from haq.search.records import read_episodes, reconcile
 from haq.search.setup import SearchContext, build_eval_setup
 from haq.search.state import SearchState
 from haq.search.strategies import REGISTRY, Proposal, Strategy
 from haq.train import evaluate, pick_device
 
 STATE_FORMAT = "haq-search-state-3"
-RESTORE = (
-    "restore episodes.jsonl from a copy, or start the search again with a new --out "
-    '(docs/runs.md, "Recovering a run")'
-)
 
 
 def resolve_pins(
@@ -128,13 +126,16 @@ class Search:
         out_dir: Path,
         progress: bool = True,
         strategy: Strategy | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``ctx.cfg`` must be resolved (:meth:`SearchConfig.resolved`); ``strategy``
-        defaults to the registry's for ``ctx.cfg.strategy``."""
+        defaults to the registry's for ``ctx.cfg.strategy``; ``run_id`` is the identity
+        config.json, every record and the checkpoint carry (None: a run from before ids)."""
         self.ctx, self.out, self.progress = ctx, out_dir, progress
+        self.run_id = run_id
         self.weights_only = ctx.cfg.mode == "kmeans"
         self.strategy = strategy or REGISTRY[ctx.cfg.strategy].factory(ctx, progress)
-        self.state = SearchState()
+        self.state = SearchState(records=[])
         self.pool: Pool = LocalPool(ctx.setup)  # run() starts Ray actors for --eval-workers N
         self.agent_s = 0.0
         self.eval_s = 0.0
@@ -254,6 +255,7 @@ class Search:
         self.strategy.save(self.state)
         payload = {
             "format": STATE_FORMAT,
+            "run_id": self.run_id,
             "state": self.state.__dict__,
             "timers": [self.agent_s, self.eval_s],
         }
@@ -265,6 +267,7 @@ class Search:
             payload = torch.load(path, map_location="cpu", weights_only=False)
             if payload.get("format") != STATE_FORMAT:
                 raise ValueError("unknown format")
+            check_digest(payload, path)
             self.state = SearchState(**payload["state"])
             self.agent_s, self.eval_s = payload.get("timers", [0.0, 0.0])
             self.strategy.load(self.state)
@@ -272,45 +275,27 @@ class Search:
             raise HaqError(
                 f"{path}: corrupt or incompatible search state ({err}); nothing was changed"
             ) from err
-
-    def _reconcile_episodes(self) -> None:
-        """Make ``episodes.jsonl`` agree with ``state.pt``, the source of truth for how many
-        episodes are done: a torn last line and records written after the last checkpoint
-        are dropped (that episode runs again); a missing, duplicated or unreadable record
-        earlier in the file is an error that says what to do."""
-        path = self.out / "episodes.jsonl"
-        done = self.state.episode
-        lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()] if path.exists() else []
-        records: list[str] = []
-        for i, raw in enumerate(lines):
-            try:
-                text = raw.decode("utf-8")
-                number = json.loads(text)["episode"]
-            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as err:
-                if i == len(lines) - 1 and i >= done:
-                    print(f"note: {path}: dropped a torn last line", file=sys.stderr)
-                    break
-                raise HaqError(
-                    f"{path}: record {i + 1} is unreadable ({type(err).__name__}); {RESTORE}"
-                ) from err
-            records.append(text)
-            if i < done and number != i:
-                raise HaqError(
-                    f"{path}: record {i + 1} is episode {number}, expected {i} (a record was "
-                    f"deleted or duplicated); {RESTORE}"
-                )
-        if len(records) < done:
+        if payload.get("run_id") != self.run_id:
             raise HaqError(
-                f"{path} holds {len(records)} of the {done} episodes that state.pt records "
-                f"as done; {RESTORE}"
+                f"{path} belongs to another run (run id {payload.get('run_id')}; config.json "
+                f"says {self.run_id}); nothing was changed"
             )
-        if len(records) > done:
+        records = self.state.records
+        if records is not None and (
+            len(records) != self.state.episode or any(r.get("run") != self.run_id for r in records)
+        ):
+            raise HaqError(f"{path}: its records do not match the run; nothing was changed")
+
+    def _restore_files(self) -> None:
+        """Make the run's files agree with the checkpoint (records, best_policy.json)."""
+        records = reconcile(self.out / "episodes.jsonl", self.state.episode, self.state.records)
+        best = self.state.best_episode
+        if 0 <= best < len(records) and not (self.out / "best_policy.json").is_file():
             print(
-                f"note: dropped {len(records) - done} record(s) written after the last "
-                f"checkpoint; episode {done} runs again",
+                f"note: {self.out / 'best_policy.json'} rebuilt from the checkpoint",
                 file=sys.stderr,
             )
-        atomic_write_text(path, "".join(r + "\n" for r in records[:done]))
+            self._write_best(records[best])
 
     def _write_best(self, record: dict[str, Any]) -> None:
         c = self.ctx
@@ -336,7 +321,8 @@ class Search:
         cfg = self.ctx.cfg
         if resume:
             self.load_state()
-            self._reconcile_episodes()
+            self._restore_files()
+        cfg.save(self.out / "config.json", self.run_id)  # a resumed run: its grown episodes
         planned_s = self.strategy.prepare(self.state)
         if planned_s is not None:
             self.agent_s += planned_s
@@ -386,9 +372,14 @@ class Search:
         return self.summarize()
 
     def _commit(self, record: dict[str, Any], log: Any) -> None:
-        """Append an episode's record; a new best rewrites best_policy.json."""
+        """Append an episode's record (and keep a copy for the checkpoint); a new best
+        rewrites best_policy.json."""
+        record["run"] = self.run_id
+        line = json.dumps(record)
+        if self.state.records is not None:
+            self.state.records.append(json.loads(line))
         try:
-            log.write(json.dumps(record) + "\n")
+            log.write(line + "\n")
             log.flush()
         except OSError as err:
             raise HaqError(
@@ -503,35 +494,6 @@ class Search:
         }
 
 
-def read_episodes(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "episodes.jsonl"
-    if not path.is_file():
-        raise HaqError(
-            f"{run_dir}: no episodes.jsonl (not a search run directory, or it has not started)"
-        )
-    records = []
-    for i, line in enumerate(path.read_bytes().splitlines()):
-        if line.strip():
-            try:
-                records.append(json.loads(line.decode("utf-8")))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise HaqError(f"{path}: line {i + 1} is not JSON ({err})") from err
-            if not isinstance(records[-1], dict) or "reward" not in records[-1]:
-                raise HaqError(f"{path}: line {i + 1} is not an episode record")
-    if not records:
-        raise HaqError(f"{path}: the run has no finished episode")
-    return records
-
-
-def run_finished(run_dir: Path) -> bool:
-    """Whether the search in ``run_dir`` ran to its end: its summary covers every record."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return False
-    summary = read_json(path, "run summary")
-    return isinstance(summary, dict) and summary.get("episodes") == len(read_episodes(run_dir))
-
-
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested options as dotted names: {"ddpg": {"seed": 1}} -> {"ddpg.seed": 1}."""
     out: dict[str, Any] = {}
@@ -575,8 +537,6 @@ def resolve_config(
             f"{out} belongs to a different configuration (differs in: {', '.join(diff)}); "
             "nothing was changed"
         )
-    if not (out / "state.pt").is_file():
-        raise HaqError(f"{out}: cannot resume: no state.pt (corrupt run directory)")
     return wanted
 
 
@@ -599,9 +559,13 @@ def search(
     try:
         with run_lock(out, "haq search --resume" if resume else "haq search", create=not resume):
             cfg = resolve_config(cfg, out, resume, overrides)
+            restart = resume and not (out / "state.pt").is_file()  # killed before checkpoint
+            if restart:
+                print(f"note: {out} has no checkpoint yet; the run starts again", file=sys.stderr)
+                (out / "episodes.jsonl").unlink(missing_ok=True)
+            run_id = read_run_id(out) if resume and not restart else new_run_id()
             ctx = build_context(cfg)
-            cfg.save(out / "config.json")  # a resumed run records its grown episode count
-            return Search(ctx, out, progress).run(resume=resume)
+            return Search(ctx, out, progress, run_id=run_id).run(resume and not restart)
     except BaseException:
         if not resume and not (out / "state.pt").is_file():  # failed before episode 1:
             for name in ("config.json", "episodes.jsonl"):  # leave the directory as it was
@@ -609,6 +573,20 @@ def search(
             if created and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_NAME]:
                 shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def new_run_id() -> str:
+    """A fresh run identity (written into config.json, every record and the checkpoint)."""
+    return uuid.uuid4().hex[:16]
+
+
+def read_run_id(out: Path) -> str | None:
+    """The identity config.json gives the run in ``out`` (None: a run from before ids)."""
+    data = read_json(out / "config.json", "search configuration")
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    if run_id is not None and not isinstance(run_id, str):
+        raise HaqError(f"{out / 'config.json'}: run_id must be a string (got {run_id!r})")
+    return run_id
 
 
 def check_new_run_dir(out: Path) -> None:

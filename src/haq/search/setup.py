@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from haq.checkpoint import CheckpointMeta, preprocess_for
+from haq.checkpoint import CheckpointMeta, check_outputs, preprocess_for
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup
@@ -48,6 +48,7 @@ def build_eval_setup(
         raise HaqError(
             f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
         )
+    check_outputs(model, tuple(meta.input_shape), train.num_classes, cfg.dataset)
     finetune_data, heldout, check = search_split(
         train, cfg.finetune_size, cfg.heldout_size, cfg.seed, cfg.check_size
     )

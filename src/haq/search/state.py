@@ -24,3 +24,5 @@ class SearchState:
     plan: list[tuple[list[int], list[int]]] | None = None  # ilp / greedy: (w, a) per episode
     busy_s: float = 0.0  # seconds the evaluation workers spent evaluating
     pool_wall_s: float = 0.0  # seconds x workers of the rounds' evaluation phases
+    # a copy of every record the checkpoint covers (None: a checkpoint written before copies)
+    records: list[dict[str, Any]] | None = None
