@@ -48,7 +48,8 @@ from haq.errors import HaqError
 from haq.finishing import final_finetune
 from haq.policy import Policy
 from haq.search.config import SearchConfig
-from haq.search.runner import read_episodes, search
+from haq.search.rundir import RunDir
+from haq.search.runner import search
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "edge-latency": dict(hardware="bismo-edge", budgets={"latency": "0.5x"}),
@@ -105,7 +106,7 @@ SIGMA_DECAY = {"haq-literal": 0.99}  # the paper's literal per-episode decay, no
 def _curve(run_dir: Path) -> list[float]:
     """Best held-out top-1 after each policy evaluation (cache hits are not evaluations)."""
     best, curve = -1.0, []
-    for r in read_episodes(run_dir):
+    for r in RunDir(run_dir).read_episodes():
         if not r["cached"]:
             best = max(best, r["accuracy"])
             curve.append(best)

@@ -10,7 +10,16 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS = [
-    ["haq", "haq.errors", "haq.options", "haq.textfmt", "haq.hostmem", "haq.fileio", "haq.runlock"],
+    [
+        "haq",
+        "haq.errors",
+        "haq.options",
+        "haq.textfmt",
+        "haq.hostmem",
+        "haq.fileio",
+        "haq.runlock",
+        "haq.plugins",
+    ],
     ["haq.layers", "haq.policy", "haq.imagefolder", "haq.weights", "haq.hardware", "haq.models"],
     ["haq.data", "haq.train", "haq.quant"],
     ["haq.checkpoint", "haq.costing", "haq.pretrain", "haq.evaluation"],

@@ -24,7 +24,7 @@ import torch
 
 from haq.errors import HaqError
 from haq.search.parallel import RayPool, _start_local_ray
-from haq.search.records import read_episodes
+from haq.search.rundir import RunDir
 from haq.search.runner import search
 from tests.test_search import _strip, tiny_cfg
 
@@ -67,7 +67,7 @@ def test_parallel_random_search_records_the_serial_episodes(
         progress=False,
     )
     assert _records(tmp_path / "ray") == _records(tmp_path / "serial")
-    workers = {r["worker"] for r in read_episodes(tmp_path / "ray") if not r["cached"]}
+    workers = {r["worker"] for r in RunDir(tmp_path / "ray").read_episodes() if not r["cached"]}
     assert workers == {0, 1}  # both actors evaluated
     assert summary["parallel"]["eval_workers"] == 2 and summary["parallel"]["workers_replaced"] == 0
     assert 0 < summary["parallel"]["utilisation"] <= 1.0
@@ -81,7 +81,7 @@ def test_the_agent_runs_in_rounds(
         tiny_cfg(tiny_ckpt, episodes=6, eval_workers=3), tmp_path / "haq", progress=False
     )
     assert summary["episodes"] == 6
-    assert [r["episode"] for r in read_episodes(tmp_path / "haq")] == list(range(6))
+    assert [r["episode"] for r in RunDir(tmp_path / "haq").read_episodes()] == list(range(6))
 
 
 def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(
@@ -140,10 +140,10 @@ def test_resume_after_the_driver_is_killed(
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     assert driver.returncode == -signal.SIGKILL
-    assert len(read_episodes(run)) == 4  # the killed round left nothing behind
+    assert len(RunDir(run).read_episodes()) == 4  # the killed round left nothing behind
     summary = search(None, run, resume=True, progress=False)
     assert summary["episodes"] == 16
-    assert [r["episode"] for r in read_episodes(run)] == list(range(16))
+    assert [r["episode"] for r in RunDir(run).read_episodes()] == list(range(16))
     search(tiny_cfg(tiny_ckpt, strategy="random", episodes=16), tmp_path / "serial", progress=False)
     assert _records(run) == _records(tmp_path / "serial")
     assert json.loads((run / "config.json").read_text())["eval_workers"] == 2

@@ -20,7 +20,7 @@ from haq.export import load_for_export
 from haq.finishing import stale_final
 from haq.policy import Policy
 from haq.report.data import load_run
-from haq.search.records import read_episodes, run_finished
+from haq.search.rundir import RunDir
 from haq.search.runner import search
 from tests.test_search import TIMING_KEYS, tiny_cfg
 
@@ -45,7 +45,7 @@ def test_a_torn_last_line_is_dropped_and_that_episode_run_again(
         fh.write(before[0][:40])  # the process died while writing episode 3's record
     summary = search(None, run3, resume=True, progress=False, episodes=4)
     assert "dropped 1 torn or unreadable line(s)" in capsys.readouterr().err
-    records = read_episodes(run3)
+    records = RunDir(run3).read_episodes()
     assert summary["episodes"] == 4 and [r["episode"] for r in records] == [0, 1, 2, 3]
     assert _lines(run3)[:3] == before
 
@@ -58,7 +58,7 @@ def test_records_after_the_checkpoint_are_dropped(
     (run3 / "episodes.jsonl").write_text("\n".join([*lines, json.dumps(extra)]) + "\n")
     search(None, run3, resume=True, progress=False, episodes=4)
     assert "dropped 1 record(s) written after the last checkpoint" in capsys.readouterr().err
-    assert [r["episode"] for r in read_episodes(run3)] == [0, 1, 2, 3]
+    assert [r["episode"] for r in RunDir(run3).read_episodes()] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -192,9 +192,9 @@ def test_a_lost_final_json_is_rebuilt_from_final_pt(
 
 
 def test_finetune_of_an_unfinished_run_says_so(run3: Path, capsys: pytest.CaptureFixture) -> None:
-    assert run_finished(run3)
+    assert RunDir(run3).finished()
     (run3 / "summary.json").unlink()  # as after a kill before the end
-    assert not run_finished(run3)
+    assert not RunDir(run3).finished()
     _finetune(run3)
     assert "has not finished; finetuning its best policy so far" in capsys.readouterr().err
 
@@ -254,7 +254,9 @@ def test_a_full_disk_leaves_the_old_files_intact(run3: Path, tmp_path: Path) -> 
     # the report at the end cannot be written: the search is saved, the report is skipped
     done = _full_disk(4096, "search", "--resume", str(run3), "--episodes", "4", "--no-progress")
     assert done.returncode == 0 and "report not written: cannot write" in done.stderr
-    assert [r["episode"] for r in read_episodes(run3)] == [0, 1, 2, 3] and run_finished(run3)
+    assert [r["episode"] for r in RunDir(run3).read_episodes()] == [0, 1, 2, 3] and RunDir(
+        run3
+    ).finished()
 
 
 SAVE_OVER = """

@@ -24,6 +24,7 @@ from haq.cli_options import (
     ExportOptions,
     FinetuneOptions,
     ImportOptions,
+    MeasureOptions,
     PretrainOptions,
 )
 from haq.errors import HaqError
@@ -112,6 +113,40 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     for key, value in hw.params.items():
         shown = int(value) if value == int(value) else value
         print(f"  {key:24s} = {shown!s:10s} # {specs[key].description}")
+    return 0
+
+
+def cmd_measure(args: MeasureOptions) -> int:
+    from tqdm import tqdm
+
+    from haq.hardware.measure import measure_table
+    from haq.layers import extract_layers
+    from haq.models import default_input_shape, load_model_spec
+
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError as err:
+        raise HaqError(f"--bits {args.bits!r}: give widths like 1,2,4,8") from err
+    with contextlib.redirect_stdout(sys.stderr):
+        model = load_model_spec(args.model)
+    layers = extract_layers(model, args.shape() or default_input_shape(args.model))
+    bar = tqdm(total=len(layers), desc="measure (layers)", disable=args.no_progress)
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        table = measure_table(
+            layers, args.runner, args.out, bits, args.batch, args.repeats, args.warmup, progress
+        )
+    finally:
+        bar.close()
+    w8a8 = table.uniform_cost(8).total("latency")
+    print(
+        f"wrote {args.out}: {len(layers)} layers x 8 x 8 ({args.runner}, bits {table.meta['bits_measured']}"
+        f"{' measured, the rest interpolated' if table.meta['interpolated'] else ''}); "
+        f"w8a8 {w8a8 * 1e3:.3f} ms, w1a1 {table.uniform_cost(1).total('latency') * 1e3:.3f} ms per batch"
+    )
     return 0
 
 
@@ -316,10 +351,15 @@ class Parser(argparse.ArgumentParser):
 
 def _add_hardware(sub: Any) -> None:
     """`haq hardware` and its flags."""
-    h = sub.add_parser("hardware", help="list or show hardware presets")
-    h.add_argument("action", choices=("list", "show"))
-    h.add_argument("name", nargs="?", default=None)
-    h.set_defaults(func=cmd_hardware)
+    h = sub.add_parser("hardware", help="list or show hardware presets; measure a cost table")
+    actions = h.add_subparsers(dest="action", required=True, parser_class=Parser)
+    actions.add_parser("list", help="the shipped presets").set_defaults(func=cmd_hardware)
+    show = actions.add_parser("show", help="a preset's or a .toml file's fields")
+    show.add_argument("name", nargs="?", default=None)
+    show.set_defaults(func=cmd_hardware)
+    measure = actions.add_parser("measure", help="time every layer on a kernel: a cost table")
+    add_arguments(measure, MeasureOptions)
+    measure.set_defaults(func=cmd_measure, options=MeasureOptions)
 
 
 def _add_search(sub: Any) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from haq.errors import HaqError
+from haq.hardware import HARDWARE_HELP
 from haq.options import MAX_WORKERS, SEED_MAX, opt
 
 DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
@@ -56,7 +57,7 @@ class CostOptions:
     """``haq cost``: per-layer latency / energy / size / BOPs of a policy."""
 
     model: str = opt("mobilenet_v2", "registry name, module:function or file.py:function")
-    hardware: str = opt("bismo-edge", "preset name or path to a .toml")
+    hardware: str = opt("bismo-edge", HARDWARE_HELP)
     batch: int | None = opt(None, "batch size (default: the preset's)", low=1)
     input_shape: str | None = opt(None, "C,H,W (default: the model's, e.g. 3,224,224)")
     policy: str = opt("w8a8", "wXaY for every layer, or a policy .json")
@@ -65,6 +66,28 @@ class CostOptions:
     output: str | None = opt(None, "write the report to this file, not stdout")
     table: str | None = opt(None, "also write the full [L,8,8] table (.npz)")
     haq_npy: str | None = opt(None, "also write the HAQ lookup format (cycles, .npy)")
+
+    def shape(self) -> tuple[int, int, int] | None:
+        return parse_shape(self.input_shape)
+
+
+@dataclass(kw_only=True)
+class MeasureOptions:
+    """``haq hardware measure``: time every layer of a model on a kernel; write a cost table."""
+
+    model: str = opt("mobilenet_v2_fmnist", "registry name, module:function or file.py:function")
+    input_shape: str | None = opt(None, "C,H,W (default: the model's)")
+    runner: str = opt(
+        "bitserial",
+        "bitserial (a numpy bit-serial kernel on this CPU) or module:function / "
+        "file.py:function, called as f(layer, w_bits, a_bits, batch) -> seconds",
+    )
+    bits: str = opt("1,2,3,4,5,6,7,8", "bit widths to time; the others are interpolated")
+    batch: int = opt(1, "images per timed evaluation", low=1)
+    repeats: int = opt(5, "timed runs per layer and bit pair (their median is kept)", low=1)
+    warmup: int = opt(1, "untimed runs before them", low=0)
+    out: str = opt(help="the table to write (.npz); search on it with --hardware OUT")
+    no_progress: bool = opt(False, "no progress bar")
 
     def shape(self) -> tuple[int, int, int] | None:
         return parse_shape(self.input_shape)

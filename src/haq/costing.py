@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from haq.hardware import HardwareConfig, load_hardware
-from haq.hardware.table import CostTable, cost_table
+from haq.hardware import HardwareConfig
+from haq.hardware.table import CostTable, cost_table, table_for
 from haq.layers import extract_layers
 from haq.policy import Policy
 
@@ -20,11 +20,11 @@ def model_cost_table(
     model_name: str = "",
 ) -> CostTable:
     """Extract the layers of ``model`` and compute its full [L, 8, 8] cost table."""
-    hw = hardware if isinstance(hardware, HardwareConfig) else load_hardware(hardware)
-    hw = hw.with_batch(batch)
     layers = extract_layers(model, input_shape)
     meta = {"model": model_name or type(model).__name__, "input_shape": list(input_shape)}
-    return cost_table(layers, hw, meta)
+    if isinstance(hardware, HardwareConfig):
+        return cost_table(layers, hardware.with_batch(batch), meta)
+    return table_for(layers, hardware, batch, meta)
 
 
 def policy_report(table: CostTable, policy: Policy) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
+from haq.search.rundir import RunDir
 from haq.train import evaluate, finetune, pick_device
 
 
@@ -146,17 +147,16 @@ def job_from_run(
 ) -> FinetuneJob:
     """The best policy of a search run (or ``policy_file``) with exactly the search's model,
     data and quantizer settings; written to ``RUN/final.pt`` unless ``out`` says otherwise."""
-    from haq.search.config import SearchConfig
-    from haq.search.records import run_finished
 
     run = Path(run)
-    if not (run / "best_policy.json").is_file():
+    files = RunDir(run)
+    if not files.best.is_file():
         raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
-    cfg = SearchConfig.load(run / "config.json")
-    policy = Policy.load(policy_file or run / "best_policy.json")
+    cfg = files.load_config()
+    policy = Policy.load(policy_file or files.best)
     source = {"run": str(run), "episode": policy.info.get("episode")}
     note = None
-    if not run_finished(run):
+    if not files.finished():
         note = (
             f"note: the search in {run} has not finished; finetuning its best policy so far "
             f"(episode {source['episode']}). If it goes on and finds a better one, export will "
@@ -169,7 +169,7 @@ def job_from_run(
         "weights": cfg.weights,
         "crop_ratio": cfg.crop_ratio if crop_ratio is None else crop_ratio,
     }
-    target = out or str(run / "final.pt")
+    target = out or str(files.final)
     return FinetuneJob(
         policy, cfg.model, cfg.checkpoint, cfg.dataset, target, options, source, note
     )
@@ -193,11 +193,11 @@ def job_from_policy(
     )
 
 
-def _rebuild_final_record(run: Path) -> dict[str, Any] | None:
+def _rebuild_final_record(files: RunDir) -> dict[str, Any] | None:
     """final.json from final.pt, which holds the same facts (a kill between writing the two
     must not waste a finished finetune); None when final.pt does not read."""
     try:
-        payload = read_quantized(run / "final.pt")
+        payload = read_quantized(files.final)
     except HaqError:
         return None
     record = {
@@ -205,21 +205,21 @@ def _rebuild_final_record(run: Path) -> dict[str, Any] | None:
         for k, v in payload.items()
         if k not in ("format", "quant_flags", "state_dict", "digest")
     }
-    atomic_write_json(run / "final.json", record)
-    print(f"note: {run / 'final.json'} rebuilt from final.pt", file=sys.stderr)
+    atomic_write_json(files.final_record, record)
+    print(f"note: {files.final_record} rebuilt from final.pt", file=sys.stderr)
     return record
 
 
 def stale_final(run: str | Path) -> str | None:
     """Why ``RUN/final.pt`` no longer matches the run's best policy, or None when it does (or
     there is none): a search resumed after ``haq finetune --run`` may have found a better one."""
-    run = Path(run)
-    final, best = run / "final.json", run / "best_policy.json"
-    if not (run / "final.pt").is_file() or not best.is_file():
+    files = RunDir(run)
+    final, best = files.final_record, files.best
+    if not files.final.is_file() or not best.is_file():
         return None
     record = read_json(final, "finetune record") if final.is_file() else {}
     if not isinstance(record, dict) or not isinstance(record.get("policy"), dict):
-        record = _rebuild_final_record(run)
+        record = _rebuild_final_record(files)
         if record is None:
             return f"{run}/final.pt has no readable record {final.name}; run 'haq finetune --run {run}'"
     tuned = Policy.from_dict(record["policy"], str(final))

@@ -20,7 +20,7 @@ from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import QUANTIZED_FORMAT, read_quantized, rebuild_quantized
-from haq.search.config import SearchConfig
+from haq.search.rundir import RunDir
 
 FORMATS = ("qonnx", "onnx", "torch")
 
@@ -41,17 +41,16 @@ def load_for_export(
     quantized with ``policy_path`` and calibrated on ``dataset``.
     """
     if run is not None:
-        run = Path(run)
-        if (run / "final.pt").is_file():
+        files = RunDir(run)
+        if files.final.is_file():
             stale = stale_final(run)
             if stale:
                 raise HaqError(stale)
-            return _from_quantized(run / "final.pt", policy_path)
-        if not (run / "best_policy.json").is_file():
-            raise HaqError(f"{run}: no best_policy.json (not a search run directory with episodes)")
-        cfg = SearchConfig.load(run / "config.json").to_dict()
+            return _from_quantized(files.final, policy_path)
+        files.load_best()  # refuses a directory without one
+        cfg = files.load_config().to_dict()
         return _from_pretrained(
-            policy_path or run / "best_policy.json",
+            policy_path or files.best,
             cfg.get("checkpoint"),
             cfg["model"],
             cfg["dataset"],

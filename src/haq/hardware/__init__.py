@@ -21,6 +21,11 @@ from haq.hardware.config import (
     read_toml,
 )
 
+HARDWARE_HELP = (
+    "preset name, hardware .toml, or a cost table: .npz (haq cost --table, haq hardware "
+    "measure) or .npy (the HAQ reference's lookup, in cycles)"
+)
+
 ARCHS: dict[str, ModuleType] = {
     "bismo": bismo,
     "bitfusion": bitfusion,

@@ -20,11 +20,13 @@ import numpy as np
 
 from haq import __version__
 from haq.errors import HaqError
-from haq.hardware import ARCHS, HardwareConfig, parse_hardware
+from haq.hardware import ARCHS, HardwareConfig, load_hardware, parse_hardware
 from haq.layers import LayerSpec
 
 METRICS = ("latency", "energy", "size", "bops")
-DETAIL_UNITS = {"cycles": "cycles per batch", "bits": "bits per batch", "j": "J per batch"}
+DETAIL_UNITS = {
+    "cycles": "cycles per batch", "bits": "bits per batch", "j": "J per batch", "s": "s per batch"
+}  # fmt: skip
 
 
 @dataclass
@@ -190,14 +192,18 @@ class CostTable:
 
     @classmethod
     def load(cls, path: str | Path) -> CostTable:
+        """A table written by :meth:`save` (``haq cost --table``, ``haq hardware measure``)."""
         try:
             data = np.load(path, allow_pickle=False)
             meta = json.loads(str(data["meta"]))
-        except (OSError, KeyError, ValueError) as err:
+            hw_dict = dict(meta.pop("hardware"))
+        except (OSError, KeyError, ValueError, TypeError) as err:
             raise HaqError(f"{path}: not a haq cost table ({err})") from err
-        hw_dict = dict(meta.pop("hardware"))
         hw_dict.pop("source", None)
-        hw = parse_hardware(hw_dict, f"{path} (hardware)")
+        if hw_dict.get("arch") in ARCHS:  # computed by a cost model: its fields are checked
+            hw = parse_hardware(hw_dict, f"{path} (hardware)")
+        else:  # measured: no model behind it
+            hw = measured_hardware(hw_dict, str(path), not np.isnan(data["energy_j"]).all())
         layers = [_layer_from_dict(d) for d in meta.pop("layers")]
         energy = data["energy_j"]
         return cls(
@@ -252,6 +258,86 @@ class CostTable:
             dram_bytes=self.dram_bytes,
             meta={**self.meta, "latency_from": str(path)},
         )
+
+
+def measured_hardware(d: dict[str, Any], source: str, has_energy: bool = False) -> HardwareConfig:
+    """The hardware of a table that no cost model computed (measured, or a HAQ ``.npy``)."""
+    batch = d.get("batch", 1)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise HaqError(f"{source}: batch must be an integer >= 1 (got {batch!r})")
+    return HardwareConfig(
+        name=str(d.get("name", Path(source).stem)),
+        arch=str(d.get("arch", "measured")),
+        description=str(d.get("description", "")),
+        batch=batch,
+        source=source,
+        has_energy=has_energy,
+    )
+
+
+def table_for(
+    layers: Sequence[LayerSpec],
+    hardware: str,
+    batch: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> CostTable:
+    """The cost table of ``layers`` on ``hardware``: computed by a cost model (a preset name
+    or a TOML file), or read from a table file: ``.npz`` (haq's, written by ``haq cost
+    --table`` or ``haq hardware measure``) or ``.npy`` (the HAQ reference code's lookup:
+    [layers, 8, 8] latency in cycles, indexed [layer, w-1, a-1], layers in model order)."""
+    suffix = Path(hardware).suffix.lower()
+    if suffix == ".npz":
+        return _fits_model(CostTable.load(hardware), layers, batch, hardware)
+    if suffix == ".npy":
+        return haq_npy_table(layers, hardware, batch)
+    return cost_table(layers, load_hardware(hardware, batch), meta)
+
+
+def _fits_model(
+    table: CostTable, layers: Sequence[LayerSpec], batch: int | None, path: str
+) -> CostTable:
+    """A loaded table must be of this model's layers, at the batch asked for."""
+    if batch is not None and batch != table.hardware.batch:
+        raise HaqError(
+            f"{path} was made at batch {table.hardware.batch}; a table cannot change its batch "
+            f"(--batch {batch})"
+        )
+    mine = [(s.name, s.n_weights, s.macs) for s in layers]
+    theirs = [(s.name, s.n_weights, s.macs) for s in table.layers]
+    if mine != theirs:
+        i = next((k for k, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+        where = (
+            f"{len(theirs)} layers, the model has {len(mine)}"
+            if i is None
+            else f"its layer {i} is {theirs[i][0]!r} ({theirs[i][1]} weights), the model's {mine[i][0]!r} ({mine[i][1]} weights)"
+        )
+        raise HaqError(f"{path} is a table of another model: {where}")
+    return table
+
+
+def haq_npy_table(layers: Sequence[LayerSpec], path: str, batch: int | None = None) -> CostTable:
+    """A table from the HAQ reference code's ``.npy`` lookup ([layers, 8, 8] latency in cycles,
+    no clock): latency only, shown as if at 1 GHz (1 cycle = 1 ns), so ratio budgets (``0.5x``)
+    are exact and time budgets are refused (:func:`haq.search.budget.parse_budget`)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise HaqError(f"{path}: cannot read a HAQ lookup table ({err})") from err
+    n = len(layers)
+    if arr.shape != (n, 8, 8) or not np.issubdtype(arr.dtype, np.number):
+        raise HaqError(f"{path}: a HAQ lookup table of shape {arr.shape}; this model needs ({n}, 8, 8) numbers")  # fmt: skip
+    cycles = arr.astype(np.float64)
+    if not np.isfinite(cycles).all() or (cycles <= 0).any():
+        raise HaqError(f"{path}: every entry must be a positive finite number of cycles")
+    hw = measured_hardware(
+        {"name": Path(path).stem, "arch": "haq-npy", "batch": batch or 1,
+         "description": f"HAQ lookup table {path} (cycles, no clock)"}, str(path),
+    )  # fmt: skip
+    return CostTable(
+        layers=list(layers), hardware=hw, cycles=cycles, compute_cycles=cycles,
+        memory_cycles=np.zeros_like(cycles), latency_s=cycles * 1e-9, energy_j=None,
+        dram_bytes=np.zeros_like(cycles), meta={"latency_from": str(path), "relative_latency": True},
+    )  # fmt: skip
 
 
 def _layer_from_dict(d: dict[str, Any]) -> LayerSpec:

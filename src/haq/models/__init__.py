@@ -19,7 +19,6 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -27,6 +26,7 @@ from torch import nn
 from haq.errors import HaqError
 from haq.models.mobilenet import MobileNetV1, MobileNetV2
 from haq.models.resnet import BasicBlock, Bottleneck, ResNet
+from haq.plugins import load_callable
 
 IMAGENET_SHAPE = (3, 224, 224)
 FMNIST_SHAPE = (1, 28, 28)
@@ -145,27 +145,7 @@ def load_model_spec(spec: str, **kwargs: Any) -> nn.Module:
 
 
 def _load_factory(target: str, func: str, spec: str) -> Callable[..., Any]:
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise HaqError(f"model file {target!r} not found (spec {spec!r})")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise HaqError(f"cannot import model file {target!r}")
-        module = importlib.util.module_from_spec(mod_spec)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as err:
-            raise HaqError(f"importing {target!r} failed: {err}") from err
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise HaqError(f"cannot import module {target!r} (spec {spec!r}): {err}") from err
-    factory = getattr(module, func, None)
-    if not callable(factory):
-        raise HaqError(f"{target!r} has no callable {func!r} (spec {spec!r})")
-    return factory
+    return load_callable(f"{target}:{func}", "model")
 
 
 def _torchvision_model(name: str, kwargs: dict[str, Any]) -> nn.Module:

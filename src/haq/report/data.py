@@ -12,12 +12,10 @@ from haq.checkpoint import builtin_checkpoint, read_checkpoint
 from haq.errors import HaqError
 from haq.fileio import read_json
 from haq.finishing import stale_final
-from haq.hardware import load_hardware
-from haq.hardware.table import CostTable, cost_table
+from haq.hardware.table import CostTable, table_for
 from haq.layers import extract_layers
 from haq.models import default_input_shape, load_model_spec
-from haq.search.config import SearchConfig
-from haq.search.records import read_episodes
+from haq.search.rundir import RunDir
 
 
 @dataclass
@@ -51,18 +49,17 @@ class RunData:
 
 def load_run(path: str | Path) -> RunData:
     p = Path(path)
-    if not (p / "config.json").is_file():
+    files = RunDir(p)
+    if not files.config.is_file():
         raise HaqError(f"{p}: not a search run directory (no config.json)")
-    config = SearchConfig.load(p / "config.json").to_dict()
-    episodes = read_episodes(p)
-    summary = None
-    if (p / "summary.json").is_file():
-        summary = read_json(p / "summary.json", "run summary")
-        if not isinstance(summary, dict) or not isinstance(summary.get("best"), dict):
-            raise HaqError(
-                f"{p / 'summary.json'}: not a run summary; remove it "
-                f"(haq search --resume {p} writes it again)"
-            )
+    config = files.load_config().to_dict()
+    episodes = files.read_episodes()
+    summary = files.load_summary() if files.summary.is_file() else None
+    if files.summary.is_file() and (summary is None or not isinstance(summary.get("best"), dict)):
+        raise HaqError(
+            f"{files.summary}: not a run summary; remove it (haq search --resume {p} writes it "
+            "again)"
+        )
     ckpt = config.get("checkpoint") or builtin_checkpoint(config["model"])
     if ckpt is not None:
         meta, _ = read_checkpoint(ckpt)
@@ -73,9 +70,9 @@ def load_run(path: str | Path) -> RunData:
         raise HaqError(f"{p}: cannot find the checkpoint of model {config['model']!r}")
     model = load_model_spec(config["model"], **kwargs)
     layers = extract_layers(model, shape)
-    table = cost_table(layers, load_hardware(config["hardware"], config.get("batch")))
+    table = table_for(layers, config["hardware"], config.get("batch"))
     stale = stale_final(p)
     final = None
-    if (p / "final.json").is_file() and stale is None:
-        final = read_json(p / "final.json", "finetune record")
+    if files.final_record.is_file() and stale is None:
+        final = read_json(files.final_record, "finetune record")
     return RunData(p.name, p, config, episodes, summary, table, final, stale)

@@ -77,6 +77,11 @@ def parse_budget(metric: str, text: str, table: CostTable) -> Budget:
     if unit == "x":
         ref = "fp32" if metric == "size" else "w8a8"
         return _finite(Budget(metric, value * reference_value(metric, table), text, ref))
+    if metric == "latency" and table.meta.get("relative_latency"):
+        raise HaqError(
+            f"--latency {text!r}: {table.hardware.source} has no time unit (a HAQ lookup in "
+            "cycles); give a ratio such as 0.5x"
+        )
     units = _UNITS[metric]
     if unit not in units:
         valid = ", ".join(u for u in units if u) or "none"

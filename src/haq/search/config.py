@@ -11,6 +11,7 @@ from typing import Any
 
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
+from haq.hardware import HARDWARE_HELP
 from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt, type_error
 from haq.search.budget import ENFORCERS
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
@@ -67,7 +68,7 @@ class SearchConfig:
         "flags given with it override single values",
         choices=PROTOCOLS,
     )
-    hardware: str = opt("bismo-edge", "hardware preset or .toml file")
+    hardware: str = opt("bismo-edge", HARDWARE_HELP)
     batch: int | None = opt(
         None, "hardware batch (default: the preset's)", show_default=False, low=1
     )
@@ -191,6 +192,7 @@ class SearchConfig:
         cfg = copy.deepcopy(self)
         if cfg.strategy == "auto":
             cfg.strategy = recommended_strategy(cfg.budgets)
+        cfg._apply_preset(REGISTRY[cfg.strategy].overrides)
         if cfg.episodes is None:
             cfg.episodes = REGISTRY[cfg.strategy].default_episodes
         if cfg.ddpg.sigma_decay is None:
@@ -223,6 +225,25 @@ class SearchConfig:
         cfg = SearchConfig.from_dict(data)
         cfg.validate()
         return cfg
+
+    def _apply_preset(self, overrides: dict[str, Any]) -> None:
+        """A preset strategy's fixed options (``haq-paper``); an option the user set to
+        something else is an error, not silently replaced."""
+        default = SearchConfig()
+        for key, value in overrides.items():
+            obj, base, name = self, default, key
+            if key.startswith("ddpg."):
+                obj, base, name = self.ddpg, default.ddpg, key.split(".", 1)[1]
+            now = getattr(obj, name)
+            if now != value and now != getattr(base, name):
+                flag = name.replace("_", "-")
+                raise HaqError(
+                    f"--strategy {self.strategy} fixes --{flag} {value}; it was given {now}"
+                )
+            if obj is self:
+                setattr(self, name, value)
+            else:
+                self.ddpg = replace(self.ddpg, **{name: value})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -253,7 +253,7 @@ class DDPG:
         if explore and episode < self.cfg.warmup_episodes:
             u = float(self.rng.uniform(0.0, 1.0))
             return 1.0 if self.cfg.anchor and episode == 0 else u
-        mu = float(self.actor(torch.from_numpy(state).unsqueeze(0)))
+        mu = self.mean_action(state)
         if not explore:
             return mu
         sigma = self.sigma(episode, widen)
@@ -262,6 +262,10 @@ class DDPG:
             if 0.0 <= a <= 1.0:
                 return float(a)
         return float(np.clip(mu, 0.0, 1.0))
+
+    def mean_action(self, state: np.ndarray) -> float:
+        """The actor's output for ``state``: the mean of the exploring action."""
+        return float(self.actor(torch.from_numpy(state).unsqueeze(0)))
 
     # --- learning ------------------------------------------------------------------------
     def observe_episode(self, states: np.ndarray, actions: np.ndarray, reward: float) -> None:

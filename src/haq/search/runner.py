@@ -16,40 +16,31 @@ accuracy and timings out): the loop never touches the model itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from haq.checkpoint import read_checkpoint, resolve_model
 from haq.errors import HaqError
 from haq.evaluation import evaluate_policy
-from haq.fileio import atomic_write_json, check_digest, read_json, save_payload
-from haq.hardware import load_hardware
-from haq.hardware.table import cost_table
+from haq.hardware.table import table_for
 from haq.layers import extract_layers
 from haq.policy import Policy
-from haq.runlock import LOCK_NAME, run_lock
 from haq.search.baselines import largest_uniform_bits
 from haq.search.budget import ENFORCERS, check_feasible, format_value, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
-from haq.search.records import read_episodes, reconcile
+from haq.search.rundir import RunDir, new_run_id
 from haq.search.setup import SearchContext, build_eval_setup
 from haq.search.state import SearchState
 from haq.search.strategies import REGISTRY, Proposal, Strategy
 from haq.train import evaluate, pick_device
-
-STATE_FORMAT = "haq-search-state-3"
 
 
 def resolve_pins(
@@ -83,17 +74,18 @@ def build_context(cfg: SearchConfig) -> SearchContext:
     """Everything before the first episode, including the feasibility check."""
     t0 = time.perf_counter()
     cfg.validate()
-    hw = load_hardware(cfg.hardware, cfg.batch)
-    for metric in cfg.budgets:
-        if metric == "energy" and not hw.has_energy:
-            raise HaqError(
-                f"hardware {hw.name!r} has no energy model; use --latency or another hardware"
-            )
     model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
     device = str(pick_device(cfg.device))
     # everything that can be refused without data comes first: budgets, pins, feasibility
     layers = extract_layers(model, tuple(meta.input_shape))
-    table = cost_table(layers, hw, {"model": cfg.model, "input_shape": list(meta.input_shape)})
+    info = {"model": cfg.model, "input_shape": list(meta.input_shape)}
+    table = table_for(layers, cfg.hardware, cfg.batch, info)
+    for metric in cfg.budgets:
+        if metric == "energy" and not table.has_energy:
+            raise HaqError(
+                f"hardware {table.hardware.name!r} has no energy model; use --latency or "
+                "another hardware"
+            )
     budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
@@ -132,6 +124,7 @@ class Search:
         defaults to the registry's for ``ctx.cfg.strategy``; ``run_id`` is the identity
         config.json, every record and the checkpoint carry (None: a run from before ids)."""
         self.ctx, self.out, self.progress = ctx, out_dir, progress
+        self.files = RunDir(out_dir)
         self.run_id = run_id
         self.weights_only = ctx.cfg.mode == "kmeans"
         self.strategy = strategy or REGISTRY[ctx.cfg.strategy].factory(ctx, progress)
@@ -254,20 +247,16 @@ class Search:
     def save_state(self) -> None:
         self.strategy.save(self.state)
         payload = {
-            "format": STATE_FORMAT,
             "run_id": self.run_id,
             "state": self.state.__dict__,
             "timers": [self.agent_s, self.eval_s],
         }
-        save_payload(payload, self.out / "state.pt")
+        self.files.save_state(payload)
 
     def load_state(self) -> None:
-        path = self.out / "state.pt"
+        path = self.files.state
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-            if payload.get("format") != STATE_FORMAT:
-                raise ValueError("unknown format")
-            check_digest(payload, path)
+            payload = self.files.load_state()
             self.state = SearchState(**payload["state"])
             self.agent_s, self.eval_s = payload.get("timers", [0.0, 0.0])
             self.strategy.load(self.state)
@@ -288,13 +277,10 @@ class Search:
 
     def _restore_files(self) -> None:
         """Make the run's files agree with the checkpoint (records, best_policy.json)."""
-        records = reconcile(self.out / "episodes.jsonl", self.state.episode, self.state.records)
+        records = self.files.reconcile(self.state.episode, self.state.records)
         best = self.state.best_episode
-        if 0 <= best < len(records) and not (self.out / "best_policy.json").is_file():
-            print(
-                f"note: {self.out / 'best_policy.json'} rebuilt from the checkpoint",
-                file=sys.stderr,
-            )
+        if 0 <= best < len(records) and not self.files.best.is_file():
+            print(f"note: {self.files.best} rebuilt from the checkpoint", file=sys.stderr)
             self._write_best(records[best])
 
     def _write_best(self, record: dict[str, Any]) -> None:
@@ -314,15 +300,17 @@ class Search:
             model=c.cfg.model,
             episode=record["episode"],
         )
-        policy.save(self.out / "best_policy.json")
+        self.files.save_best(policy)
 
     # --- the loop ------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
+        """Run the remaining episodes (after restoring the checkpoint when ``resume``) and
+        return the summary."""
         cfg = self.ctx.cfg
         if resume:
             self.load_state()
             self._restore_files()
-        cfg.save(self.out / "config.json", self.run_id)  # a resumed run: its grown episodes
+        self.files.save_config(cfg, self.run_id)  # a resumed run: its grown episodes
         planned_s = self.strategy.prepare(self.state)
         if planned_s is not None:
             self.agent_s += planned_s
@@ -330,46 +318,49 @@ class Search:
         total = self.strategy.total()
         if self.state.episode < total:
             self.pool = make_pool(cfg, self.ctx.setup)
-        log = (self.out / "episodes.jsonl").open("a")
         bar = tqdm(
-            total=total,
-            initial=self.state.episode,
-            desc=f"search ({cfg.strategy})",
+            total=total, initial=self.state.episode, desc=f"search ({cfg.strategy})",
             disable=not self.progress,
-        )
-        main_budget = self.ctx.budgets[0]
+        )  # fmt: skip
         try:
-            for start in range(self.state.episode, total, cfg.eval_workers):
-                episodes = range(start, min(start + cfg.eval_workers, total))
-                for record in self.round(episodes):
-                    self._commit(record, log)
-                self.state.episode = episodes[-1] + 1
-                t_save = time.perf_counter()
-                try:
-                    self.save_state()
-                except HaqError as err:
-                    raise HaqError(
-                        f"{err}; the previous checkpoint is intact, resume with --resume {self.out}"
-                    ) from err
-                self.agent_s += time.perf_counter() - t_save  # checkpointing is overhead too
-                best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
-                last = format_value(main_budget.metric, record["cost"][main_budget.metric])
-                worker = (
-                    ""
-                    if record["worker"] is None or self.pool.workers == 1
-                    else (f", worker {record['worker']} waited {record['wait_seconds']:.0f} s")
-                )
-                bar.set_postfix_str(
-                    f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), {main_budget.metric} "
-                    f"{last} / {format_value(main_budget.metric, main_budget.limit)}{worker}"
-                )
-                bar.update(len(episodes))
+            with self.files.open_log() as log:
+                for start in range(self.state.episode, total, cfg.eval_workers):
+                    episodes = range(start, min(start + cfg.eval_workers, total))
+                    for record in self.round(episodes):
+                        self._commit(record, log)
+                    self.state.episode = episodes[-1] + 1
+                    self._checkpoint()
+                    bar.set_postfix_str(self._progress_text(record))
+                    bar.update(len(episodes))
         finally:
             bar.close()
             self.pool.close()
-            with contextlib.suppress(OSError):  # a full disk was reported above
-                log.close()
         return self.summarize()
+
+    def _checkpoint(self) -> None:
+        t_save = time.perf_counter()
+        try:
+            self.save_state()
+        except HaqError as err:
+            raise HaqError(
+                f"{err}; the previous checkpoint is intact, resume with --resume {self.out}"
+            ) from err
+        self.agent_s += time.perf_counter() - t_save  # checkpointing is overhead too
+
+    def _progress_text(self, record: dict[str, Any]) -> str:
+        """The progress bar's tail: best so far, the last policy's cost against the budget."""
+        budget = self.ctx.budgets[0]
+        best_acc = self.state.best_reward / 0.1 + self.ctx.fp_accuracy
+        last = format_value(budget.metric, record["cost"][budget.metric])
+        worker = (
+            ""
+            if record["worker"] is None or self.pool.workers == 1
+            else f", worker {record['worker']} waited {record['wait_seconds']:.0f} s"
+        )
+        return (
+            f"best {best_acc:.2f}% (fp {self.ctx.fp_accuracy:.2f}%), {budget.metric} {last} / "
+            f"{format_value(budget.metric, budget.limit)}{worker}"
+        )
 
     def _commit(self, record: dict[str, Any], log: Any) -> None:
         """Append an episode's record (and keep a copy for the checkpoint); a new best
@@ -401,7 +392,7 @@ class Search:
 
     def summarize(self) -> dict[str, Any]:
         c = self.ctx
-        records = read_episodes(self.out)
+        records = self.files.read_episodes()
         best = max(records, key=lambda r: r["reward"])
         uniform = self._uniform_summary()
         bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
@@ -447,7 +438,7 @@ class Search:
                 "utilisation": self.state.busy_s / max(self.state.pool_wall_s, 1e-9),
             },
         }
-        atomic_write_json(self.out / "summary.json", summary)
+        self.files.save_summary(summary)
         return summary
 
     def _uniform_summary(self) -> dict[str, Any]:
@@ -512,10 +503,10 @@ def resolve_config(
         if cfg is None and "checkpoint" in overrides and "model" not in overrides:
             overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
         return (cfg or SearchConfig()).with_overrides(overrides).resolved()  # validated
-    saved_path = out / "config.json"
-    if not saved_path.is_file():
+    files = RunDir(out)
+    if not files.config.is_file():
         raise HaqError(f"{out}: cannot resume: no config.json there")
-    saved = SearchConfig.load(saved_path)
+    saved = files.load_config()
     wanted = (cfg or saved).with_overrides(overrides)
     if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
         wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
@@ -553,53 +544,21 @@ def search(
     configuration different from the saved one (``episodes`` may grow, ``device`` change).
     """
     out = Path(out_dir)
+    files = RunDir(out)
     created = not out.exists()
     if not resume:
-        check_new_run_dir(out)  # before anything is written: never touch someone else's files
+        files.check_new()  # before anything is written: never touch someone else's files
     try:
-        with run_lock(out, "haq search --resume" if resume else "haq search", create=not resume):
+        with files.lock("haq search --resume" if resume else "haq search", create=not resume):
             cfg = resolve_config(cfg, out, resume, overrides)
-            restart = resume and not (out / "state.pt").is_file()  # killed before checkpoint
+            restart = resume and not files.has_checkpoint()  # killed before its checkpoint
             if restart:
                 print(f"note: {out} has no checkpoint yet; the run starts again", file=sys.stderr)
-                (out / "episodes.jsonl").unlink(missing_ok=True)
-            run_id = read_run_id(out) if resume and not restart else new_run_id()
+                files.episodes.unlink(missing_ok=True)
+            run_id = files.run_id() if resume and not restart else new_run_id()
             ctx = build_context(cfg)
             return Search(ctx, out, progress, run_id=run_id).run(resume and not restart)
     except BaseException:
-        if not resume and not (out / "state.pt").is_file():  # failed before episode 1:
-            for name in ("config.json", "episodes.jsonl"):  # leave the directory as it was
-                (out / name).unlink(missing_ok=True)
-            if created and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_NAME]:
-                shutil.rmtree(out, ignore_errors=True)
+        if not resume and not files.has_checkpoint():  # failed before its first checkpoint
+            files.remove_unstarted(created)
         raise
-
-
-def new_run_id() -> str:
-    """A fresh run identity (written into config.json, every record and the checkpoint)."""
-    return uuid.uuid4().hex[:16]
-
-
-def read_run_id(out: Path) -> str | None:
-    """The identity config.json gives the run in ``out`` (None: a run from before ids)."""
-    data = read_json(out / "config.json", "search configuration")
-    run_id = data.get("run_id") if isinstance(data, dict) else None
-    if run_id is not None and not isinstance(run_id, str):
-        raise HaqError(f"{out / 'config.json'}: run_id must be a string (got {run_id!r})")
-    return run_id
-
-
-def check_new_run_dir(out: Path) -> None:
-    """A new run needs an absent or empty directory (its lock file aside)."""
-    if not out.is_dir():
-        if out.exists():
-            raise HaqError(f"--out {out} is a file, not a directory")
-        return
-    if (out / "config.json").is_file():
-        raise HaqError(f"{out} already holds a haq run; continue it with --resume {out}")
-    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
-    if others:
-        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise HaqError(
-            f"--out {out} is not empty and not a haq run ({shown}); choose another --out"
-        )

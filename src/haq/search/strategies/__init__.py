@@ -9,12 +9,20 @@ choices, default episode counts, summary labels and benchmarks read the registry
 
 from __future__ import annotations
 
-from haq.search.strategies import agent, greedy, ilp, random_search, uniform
+from haq.search.strategies import agent, control, greedy, ilp, random_search, uniform
 from haq.search.strategies.base import Draft, Proposal, Strategy, StrategyInfo
 
 REGISTRY: dict[str, StrategyInfo] = {
     info.name: info
-    for info in (agent.INFO, random_search.INFO, uniform.INFO, ilp.INFO, greedy.INFO)
+    for info in (
+        agent.INFO,
+        random_search.INFO,
+        uniform.INFO,
+        ilp.INFO,
+        greedy.INFO,
+        agent.PAPER,
+        control.INFO,
+    )
 }
 
 __all__ = ["REGISTRY", "Draft", "Proposal", "Strategy", "StrategyInfo"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from haq.search.ddpg import DDPG
+from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, Episode
 from haq.search.strategies.base import Draft, Proposal, Strategy, StrategyInfo
 
@@ -62,3 +62,9 @@ class Agent(Strategy):
 
 
 INFO = StrategyInfo("haq", "HAQ agent", 60, seeded=True, factory=Agent)
+# the paper's agent as the reference code runs it: its enforcement, no anchor episode, the
+# literal per-episode noise decay 0.99 (the paper searched 600 episodes: --episodes 600)
+PAPER = StrategyInfo(
+    "haq-paper", "HAQ agent, the paper's settings", 60, seeded=True, factory=Agent,
+    overrides={"enforce": "reference", "ddpg.anchor": False, "ddpg.sigma_decay": PAPER_SIGMA_DECAY},
+)  # fmt: skip

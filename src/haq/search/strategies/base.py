@@ -7,7 +7,7 @@ records; it never tests which strategy it runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,3 +90,5 @@ class StrategyInfo:
     default_episodes: int  # policies evaluated when --episodes is not given
     seeded: bool  # its result depends on the search seed
     factory: Callable[..., Strategy]
+    # a preset: options it fixes ("enforce", "ddpg.anchor", ...), applied by SearchConfig
+    overrides: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,134 @@
+"""Search on any cost table (issue 34): ``--hardware`` takes a haq ``.npz`` or a HAQ ``.npy``
+table; ``haq hardware measure`` times a model's layers on a real kernel (the numpy bit-serial
+one, or a user's runner) and writes a table that the search accepts, resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from haq.errors import HaqError
+from haq.hardware.bitserial import bitserial_matmul, pack_planes, time_layer
+from haq.hardware.table import CostTable, table_for
+from haq.layers import extract_layers
+from haq.models import create_model
+from haq.search.rundir import RunDir
+from haq.search.runner import search
+from tests.conftest import TinyNet
+from tests.test_fuzz import TINY, run_cli
+from tests.test_search import tiny_cfg
+
+
+def _tiny_layers():
+    return extract_layers(TinyNet(), (1, 8, 8))
+
+
+@pytest.mark.parametrize(("a", "w"), [(1, 1), (2, 3), (4, 4), (3, 7), (8, 8)])
+def test_the_bitserial_kernel_equals_the_integer_product(a, w):
+    rng = np.random.default_rng(a * 10 + w)
+    acts = rng.integers(0, 2**a, size=(3, 37, 70))
+    weights = rng.integers(0, 2**w, size=(3, 5, 70))
+    got = bitserial_matmul(pack_planes(acts, a), pack_planes(weights, w))
+    assert np.array_equal(got, np.einsum("gmk,gnk->gmn", acts, weights))
+
+
+def test_the_bitserial_kernel_costs_more_with_more_bits():
+    layer = next(s for s in extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28)) if s.kind == "pointwise")  # fmt: skip
+    low = min(time_layer(layer, 1, 1, 1) for _ in range(5))
+    high = min(time_layer(layer, 8, 8, 1) for _ in range(5))
+    assert high > 4 * low  # 64 plane pairs against 1
+
+
+def _write_tables(tmp_path: Path) -> tuple[Path, Path]:
+    npz, npy = tmp_path / "tiny.npz", tmp_path / "tiny.npy"
+    code, _, err = run_cli(["cost", *TINY, "--hardware", "bismo-cloud", "--table", str(npz), "--haq-npy", str(npy)])  # fmt: skip
+    assert code == 0, err
+    return npz, npy
+
+
+def test_a_table_of_another_model_is_refused_in_one_line(tmp_path):
+    npz, npy = _write_tables(tmp_path)
+    other = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
+    with pytest.raises(HaqError, match="is a table of another model"):
+        table_for(other, str(npz))
+    with pytest.raises(HaqError, match=r"this model needs \(53, 8, 8\)"):
+        table_for(other, str(npy))
+    with pytest.raises(HaqError, match="cannot change its batch"):
+        table_for(_tiny_layers(), str(npz), batch=4)
+    code, _, err = run_cli(["cost", "--model", "mobilenet_v2_fmnist", "--hardware", str(npz)])
+    assert code == 2 and "is a table of another model" in err
+
+
+def test_searches_on_npz_and_npy_tables_hold_their_budget_and_match_the_model(tiny_ckpt, tmp_path):
+    """A table written by haq cost and searched on gives the policy of the hardware that wrote
+    it; the HAQ .npy (latency only, in cycles) takes ratio budgets and refuses time ones."""
+    npz, npy = _write_tables(tmp_path)
+    runs = {}
+    for name, hw in (("model", "bismo-cloud"), ("npz", str(npz)), ("npy", str(npy))):
+        cfg = tiny_cfg(tiny_ckpt, hardware=hw, budgets={"latency": "0.75x"}, strategy="ilp",
+                       episodes=2, sensitivity_images=64)  # fmt: skip
+        summary = search(cfg, tmp_path / name, progress=False)
+        limit = summary["budgets"]["latency"]["limit"]
+        assert summary["best"]["cost"]["latency"] <= limit * (1 + 1e-9)
+        runs[name] = [(r["w_bits"], r["a_bits"]) for r in RunDir(tmp_path / name).read_episodes()]
+    assert runs["npz"] == runs["model"] and runs["npy"] == runs["model"]
+    with pytest.raises(HaqError, match="has no time unit"):
+        search(tiny_cfg(tiny_ckpt, hardware=str(npy), budgets={"latency": "2ms"}), tmp_path / "t")
+
+
+RUNNER = '''
+import time
+import numpy as np
+
+def run(layer, w_bits, a_bits, batch):
+    """A real op whose work grows with the bits: a matrix product of w x a planes."""
+    with open(LOG, "a") as fh:
+        fh.write(layer.name + "\\n")
+    if layer.name == SLOW:
+        time.sleep(0.05)
+    x = np.ones((64, 8 * w_bits * a_bits))
+    t0 = time.perf_counter()
+    (x @ x.T).sum()
+    return time.perf_counter() - t0
+'''
+
+
+def test_measure_writes_a_table_the_search_accepts_and_resumes_after_a_kill(tiny_ckpt, tmp_path):
+    log = tmp_path / "calls.log"
+    runner = tmp_path / "runner.py"
+    runner.write_text(f"LOG = {str(log)!r}\nSLOW = 'body.5'\n" + RUNNER)
+    out = tmp_path / "measured.npz"
+    argv = [sys.executable, "-m", "haq.cli", "hardware", "measure", *TINY, "--runner",
+            f"{runner}:run", "--bits", "1,2,4,8", "--repeats", "40", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    partial = out.with_name(out.name + ".partial.npz")
+    deadline = time.time() + 120
+    while not partial.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not out.exists()
+    calls = log.read_text().split()
+    finished = set(calls) - {calls[-1]}  # the last one was being timed when it was killed
+    assert "body.0" in finished
+    log.write_text("")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not partial.exists()
+    assert not finished & set(log.read_text().split())  # not timed again
+    table = CostTable.load(out)
+    assert table.latency_s.shape == (4, 8, 8) and (table.latency_s > 0).all()
+    assert table.meta["bits_measured"] == [1, 2, 4, 8] and table.meta["interpolated"]
+    assert (table.latency_s[:, 7, 7] > table.latency_s[:, 0, 0]).all()  # 64 x the work
+    cfg = tiny_cfg(tiny_ckpt, hardware=str(out), budgets={"latency": "0.9x"}, keep_8bit=["none"],
+                   strategy="greedy", sensitivity_images=64)  # fmt: skip
+    summary = search(cfg, tmp_path / "run", progress=False)
+    assert summary["best"]["cost"]["latency"] <= summary["budgets"]["latency"]["limit"] * (1 + 1e-9)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["hardware"] == str(out)
