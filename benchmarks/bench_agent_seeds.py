@@ -68,9 +68,9 @@ from haq.search.ddpg import DDPG, PAPER_SIGMA_DECAY
 from haq.search.env import STATE_DIM, action_to_bits
 from haq.search.parallel import Outcome
 from haq.search.planners import plan_ilp
-from haq.search.runner import Search, resolve_pins
+from haq.search.runner import Search
 from haq.search.sensitivity import Sensitivity
-from haq.search.setup import SearchContext
+from haq.search.setup import SearchContext, resolve_pins
 from haq.search.strategies import Draft, Proposal
 from haq.search.strategies.agent import Agent
 

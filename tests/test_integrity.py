@@ -227,3 +227,43 @@ def test_readers_share_a_run_and_a_writer_excludes_them(tmp_path):
         assert _refused(tmp_path, "haq search --resume", shared=False)
     with run_lock(tmp_path, "haq search --resume"):
         assert _refused(tmp_path, "haq export", shared=True)
+
+
+KILL_IN_SENSITIVITY = """
+import os, signal, sys
+import haq.search.strategies.planned as planned
+from haq.search.runner import search
+from tests.test_search import tiny_cfg
+def killed(*args, **kwargs):  # config.json is written: the window before the first checkpoint
+    os.kill(os.getpid(), signal.SIGKILL)
+planned.measure_sensitivity = killed
+search(tiny_cfg(sys.argv[1], strategy="ilp", episodes=2, sensitivity_images=64), sys.argv[2], progress=False)
+"""
+
+
+def test_a_kill_before_the_first_checkpoint_resumes_to_the_uninterrupted_records(
+    tiny_ckpt, tmp_path, capsys
+):
+    import subprocess
+    import sys
+
+    from haq.search.rundir import RunDir
+    from haq.search.runner import search
+    from tests.test_search import TIMING_KEYS, tiny_cfg
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_IN_SENSITIVITY, tiny_ckpt, str(run)], env=env, timeout=300
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert (run / "config.json").is_file() and not (run / "state.pt").exists()
+    search(None, run, resume=True, progress=False)
+    assert "has no checkpoint yet; the run starts again" in capsys.readouterr().err
+    clean = tmp_path / "clean"
+    search(tiny_cfg(tiny_ckpt, strategy="ilp", episodes=2, sensitivity_images=64), clean, progress=False)  # fmt: skip
+
+    def records(p: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in RunDir(p).read_episodes()]  # fmt: skip
+
+    assert records(run) == records(clean)

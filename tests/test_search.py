@@ -18,7 +18,8 @@ from haq.search.budget import check_feasible, enforce, enforce_level, parse_budg
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPG, DDPGConfig, stretched_sigma_decay
 from haq.search.env import STATE_DIM, Episode, action_to_bits
-from haq.search.runner import Search, build_context, search
+from haq.search.runner import Search, search
+from haq.search.setup import build_context
 from tests.conftest import conv_spec
 
 TIMING_KEYS = ("seconds", "eval_seconds", "run")  # and the run id: another per run
@@ -275,49 +276,52 @@ def test_hand_written_agent_step_matches_autograd():
 
 
 # --- runner ----------------------------------------------------------------------------------
-def test_search_run_files_and_baselines(tiny_ckpt, tmp_path):
-    summary = search(tiny_cfg(tiny_ckpt), tmp_path / "run", progress=False)
-    lines = (tmp_path / "run" / "episodes.jsonl").read_text().splitlines()
-    assert len(lines) == 6
-    rec = json.loads(lines[0])
-    assert {"w_bits", "a_bits", "cost", "accuracy", "reward", "seconds"} <= set(rec)
+@pytest.fixture(scope="module")
+def agent_run(tiny_ckpt, tmp_path_factory):
+    """One finished 6-episode agent search on the tiny model (bitfusion, energy <= 0.85x)."""
+    run = tmp_path_factory.mktemp("agent") / "run"
+    return run, search(tiny_cfg(tiny_ckpt), run, progress=False)
+
+
+def test_every_record_holds_the_budget_and_the_reward_formula(agent_run):
+    run, summary = agent_run
+    records = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    assert len(records) == 6
+    assert {"w_bits", "a_bits", "cost", "accuracy", "reward", "seconds", "run"} <= set(records[0])
     limit = summary["budgets"]["energy"]["limit"]
-    for line in lines:
-        r = json.loads(line)
+    for r in records:
         assert r["cost"]["energy"] <= limit * (1 + 1e-9)
         assert r["reward"] == pytest.approx(0.1 * (r["accuracy"] - summary["fp_heldout_top1"]))
-    best = Policy.load(tmp_path / "run" / "best_policy.json")
+    assert summary["uniform"]["cost"]["energy"] <= limit * (1 + 1e-9)
+
+
+def test_the_best_policy_keeps_the_pins_and_drives_haq_cost(agent_run):
+    run, _ = agent_run
+    best = Policy.load(run / "best_policy.json")
     assert best.names == ["body.0", "body.2", "body.5", "head"]
     assert best.w_bits[0] == 8 and best.key()[-1] == (8, 8)  # pinned first and last
-    assert summary["uniform"]["cost"]["energy"] <= limit * (1 + 1e-9)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    argv = ["cost", "--model", "tests.conftest:TinyNet", "--input-shape", "1,8,8"]
+    assert main([*argv, "--hardware", "bitfusion", "--policy", str(run / "best_policy.json")]) == 0
+
+
+def test_the_anchor_episode_is_the_top_bit_enforced_to_the_budget(agent_run, tmp_path):
+    run, summary = agent_run
+    config = json.loads((run / "config.json").read_text())
     assert config["hardware"] == "bitfusion" and config["ddpg"]["anchor"] is True
-    # the anchor episode: the top bit everywhere, enforced to the budget (from all-8 both
-    # enforcements give the same policy)
+    first = json.loads((run / "episodes.jsonl").read_text().splitlines()[0])
+    # from all-8 both enforcements give the same policy
     ctx = build_context(SearchConfig.from_dict(config))
     w, a = Search(ctx, tmp_path / "scratch", progress=False)._enforce(np.full(4, 8), np.full(4, 8))
-    assert (rec["w_bits"], rec["a_bits"]) == (w.tolist(), a.tolist())
-    assert rec["cost"]["energy"] > 0.9 * limit  # it fills the budget
-    # the same policy file drives haq cost
-    assert (
-        main(
-            [
-                "cost",
-                "--model",
-                "tests.conftest:TinyNet",
-                "--input-shape",
-                "1,8,8",
-                "--hardware",
-                "bitfusion",
-                "--policy",
-                str(tmp_path / "run" / "best_policy.json"),
-            ]
-        )
-        == 0
-    )
-    # a directory that holds a run is not overwritten
+    assert (first["w_bits"], first["a_bits"]) == (w.tolist(), a.tolist())
+    assert first["cost"]["energy"] > 0.9 * summary["budgets"]["energy"]["limit"]  # it fills it
+
+
+def test_a_directory_that_holds_a_run_is_not_overwritten(agent_run, tiny_ckpt):
+    run, _ = agent_run
+    before = (run / "episodes.jsonl").read_bytes()
     with pytest.raises(HaqError, match="already holds a haq run"):
-        search(tiny_cfg(tiny_ckpt), tmp_path / "run", progress=False)
+        search(tiny_cfg(tiny_ckpt), run, progress=False)
+    assert (run / "episodes.jsonl").read_bytes() == before
 
 
 def test_random_and_uniform_strategies(tiny_ckpt, tmp_path):

@@ -11,7 +11,8 @@ from haq.errors import HaqError
 from haq.search.config import STRATEGIES, SearchConfig
 from haq.search.ddpg import PAPER_SIGMA_DECAY, DDPGConfig
 from haq.search.rundir import RunDir
-from haq.search.runner import Search, build_context, search
+from haq.search.runner import Search, search
+from haq.search.setup import build_context
 from haq.search.strategies import REGISTRY, Draft, Strategy
 from haq.search.strategies.control import Control
 from tests.test_search import TIMING_KEYS, tiny_cfg

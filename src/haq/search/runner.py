@@ -1,17 +1,12 @@
-"""The search loop: strategies, run directory, cache, checkpoint/resume, summary.
+"""The search loop: rounds of episodes, the evaluation cache, records, checkpoint and resume.
 
-Run directory::
-
-    config.json        the SearchConfig, with the defaults that depend on others resolved
-    episodes.jsonl     one line per episode: policy, cost per metric, accuracy, reward, seconds
-    best_policy.json   the best policy so far (the format haq cost / eval / export read)
-    state.pt           agent, replay buffer, RNG states, episode counter, evaluation cache,
-                       the ilp / greedy sensitivities and planned policies
-    summary.json       written at the end: best vs uniform (also on unseen images), costs,
-                       what the search cost (evaluations, sensitivity passes, seconds)
-
-Every episode's accuracy comes from :func:`haq.evaluation.evaluate_policy` (policy in,
-accuracy and timings out): the loop never touches the model itself.
+Each episode the strategy (haq.search.strategies) drafts a policy, the loop enforces the
+budgets, evaluates new policies (in this process or on Ray actors, haq.search.parallel),
+records the episode and tells the strategy the reward; after every round it checkpoints.
+The run directory's files belong to haq.search.rundir.RunDir; what a run builds before its
+first episode to haq.search.setup; the final summary to haq.search.summary. Every accuracy
+comes from :func:`haq.evaluation.evaluate_policy` (policy in, accuracy and timings out): the
+loop never touches the model itself.
 """
 
 from __future__ import annotations
@@ -19,94 +14,30 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from haq.checkpoint import read_checkpoint, resolve_model
 from haq.errors import HaqError
 from haq.evaluation import evaluate_policy
-from haq.hardware.table import table_for
-from haq.layers import extract_layers
 from haq.policy import Policy
-from haq.search.baselines import largest_uniform_bits
-from haq.search.budget import ENFORCERS, check_feasible, format_value, parse_budget
-from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
+from haq.search.budget import ENFORCERS, format_value
+from haq.search.config import SearchConfig
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
 from haq.search.rundir import RunDir, new_run_id
-from haq.search.setup import SearchContext, build_eval_setup
-from haq.search.state import SearchState
+from haq.search.setup import SearchContext, build_context, resolve_config
+from haq.search.state import SearchState, policy_key
 from haq.search.strategies import REGISTRY, Proposal, Strategy
-from haq.train import evaluate, pick_device
-
-
-def resolve_pins(
-    spec: list[str], names: list[str], weights_only: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """``first`` pins the first layer's weights (its input is the image, costed at 8 bits),
-    ``last`` pins the last layer to w8a8, any other entry is a layer name pinned to w8a8."""
-    n = len(names)
-    pw, pa = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for item in spec:
-        if item in ("", "none"):
-            continue
-        if item == "first":
-            pw[0], pa[0] = 8, 8
-        elif item == "last":
-            pw[-1] = 8
-            pa[-1] = 8
-        elif item in names:
-            i = names.index(item)
-            pw[i], pa[i] = 8, 8
-        else:
-            raise HaqError(
-                f"--keep-8bit: {item!r} is not 'first', 'last' or a layer name of the model"
-            )
-    if weights_only:
-        pa[:] = 8
-    return pw, pa
-
-
-def build_context(cfg: SearchConfig) -> SearchContext:
-    """Everything before the first episode, including the feasibility check."""
-    t0 = time.perf_counter()
-    cfg.validate()
-    model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
-    device = str(pick_device(cfg.device))
-    # everything that can be refused without data comes first: budgets, pins, feasibility
-    layers = extract_layers(model, tuple(meta.input_shape))
-    info = {"model": cfg.model, "input_shape": list(meta.input_shape)}
-    table = table_for(layers, cfg.hardware, cfg.batch, info)
-    for metric in cfg.budgets:
-        if metric == "energy" and not table.has_energy:
-            raise HaqError(
-                f"hardware {table.hardware.name!r} has no energy model; use --latency or "
-                "another hardware"
-            )
-    budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]
-    weights_only = cfg.mode == "kmeans"
-    pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
-    check_feasible(table, budgets, cfg.min_bit, pw, pa)
-    setup, check = build_eval_setup(cfg, model, meta, device)
-    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
-    fp = evaluate(model, held_out, device=device).top1
-    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
-    return SearchContext(
-        cfg, setup, table, budgets, pw, pa, fp, metrics, check, time.perf_counter() - t0
-    )
+from haq.search.summary import summarize
 
 
 @dataclass
 class Evaluated:
     accuracy: float
     cached: bool
-
-
-def _key(w: np.ndarray, a: np.ndarray) -> str:
-    return ",".join(f"{x}/{y}" for x, y in zip(w.tolist(), a.tolist(), strict=True))
 
 
 class Search:
@@ -138,7 +69,7 @@ class Search:
         return Policy.from_arrays(self.ctx.names, w, a, self.ctx.cfg.mode, info)
 
     def evaluate(self, w: np.ndarray, a: np.ndarray) -> Evaluated:
-        key = _key(w, a)
+        key = policy_key(w, a)
         if key in self.state.cache:
             return Evaluated(self.state.cache[key], True)
         result, _ = evaluate_policy(self.ctx.setup, self.policy(w, a))
@@ -174,7 +105,7 @@ class Search:
         for widen in range(self.strategy.redraws(episode) + 1):
             draft = self.strategy.ask(episode, widen)
             w, a = self._enforce(draft.w, draft.a)
-            key = _key(w, a)
+            key = policy_key(w, a)
             if key not in self.state.cache and key not in taken:
                 break
         taken.add(key)
@@ -207,7 +138,7 @@ class Search:
         self, policies: list[tuple[np.ndarray, np.ndarray]]
     ) -> list[tuple[Evaluated, Outcome | None]]:
         """Accuracy of every policy; the ones not in the cache are sent to the pool once."""
-        keys = [_key(w, a) for w, a in policies]
+        keys = [policy_key(w, a) for w, a in policies]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         new = [k for k in first if k not in self.state.cache]
         outcomes = self.pool.evaluate([self.policy(*policies[first[k]]) for k in new])
@@ -382,153 +313,9 @@ class Search:
             self.state.best_episode = record["episode"]
             self._write_best(record)
 
-    def _check(self, w: np.ndarray, a: np.ndarray) -> float | None:
-        """Top-1 of a policy evaluated like an episode but scored on the check subset."""
-        if self.ctx.check_data is None:
-            return None
-        setup = replace(self.ctx.setup, eval_data=self.ctx.check_data)
-        result, _ = evaluate_policy(setup, self.policy(w, a))
-        return result.accuracy.top1
-
     def summarize(self) -> dict[str, Any]:
-        c = self.ctx
-        records = self.files.read_episodes()
-        best = max(records, key=lambda r: r["reward"])
-        uniform = self._uniform_summary()
-        bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
-        sens = self.state.sensitivity or {"passes": 0, "seconds": 0.0}
-        summary = {
-            "model": c.cfg.model,
-            "hardware": c.table.hardware.name,
-            "batch": c.table.hardware.batch,
-            "strategy": c.cfg.strategy,
-            "mode": c.cfg.mode,
-            "budgets": {
-                b.metric: {"text": b.text, "limit": b.limit, "reference": b.reference}
-                for b in c.budgets
-            },
-            "episodes": len(records),
-            "fp_heldout_top1": c.fp_accuracy,
-            "check_images": 0 if c.check_data is None else len(c.check_data),
-            "best": {
-                "episode": best["episode"],
-                "accuracy": best["accuracy"],
-                "check_top1": self._check(bw, ba),
-                "cost": best["cost"],
-                "w_bits": best["w_bits"],
-                "a_bits": best["a_bits"],
-            },
-            "uniform": uniform,
-            **self._model_facts(),
-            "search_cost": {
-                "policy_evaluations": self.state.evaluations,
-                "sensitivity_passes": sens["passes"],
-                "wall_s": self.agent_s + self.eval_s + sens["seconds"],
-            },
-            "timing_s": {
-                "setup": c.setup_s,
-                "agent": self.agent_s,
-                "evaluation": self.eval_s,
-                "sensitivity": sens["seconds"],
-                "agent_fraction": self.agent_s / max(self.agent_s + self.eval_s, 1e-9),
-            },
-            "parallel": {
-                "eval_workers": c.cfg.eval_workers,
-                "workers_replaced": self.pool.replaced,
-                "utilisation": self.state.busy_s / max(self.state.pool_wall_s, 1e-9),
-            },
-        }
-        self.files.save_summary(summary)
-        return summary
-
-    def _uniform_summary(self) -> dict[str, Any]:
-        """The largest uniform policy within every budget, evaluated like an episode."""
-        c = self.ctx
-        uniform = largest_uniform_bits(
-            c.table,
-            c.budgets,
-            c.cfg.min_bit,
-            c.cfg.max_bit,
-            c.pinned_w,
-            c.pinned_a,
-            self.weights_only,
-        )
-        assert uniform is not None
-        uw, ua = uniform
-        key = _key(uw, ua)
-        if key in self.state.cache or c.check_data is None:
-            accuracy, check = self.evaluate(uw, ua).accuracy, self._check(uw, ua)
-        else:  # one finetune for both subsets
-            result, model = evaluate_policy(c.setup, self.policy(uw, ua), return_model=True)
-            accuracy = self.state.cache[key] = result.accuracy.top1
-            loader = c.setup.loader(c.check_data, c.setup.eval_batch_size)
-            check = evaluate(model, loader, device=c.setup.device).top1  # type: ignore[arg-type]
-        return {
-            "bits": int(uw[int(np.argmin(c.pinned_w > 0))]),  # the first free layer's bits
-            "accuracy": accuracy,
-            "check_top1": check,
-            "cost": self.costs(uw, ua),
-            "w_bits": uw.tolist(),
-            "a_bits": ua.tolist(),
-        }
-
-    def _model_facts(self) -> dict[str, Any]:
-        """What the summary says about the model and hardware, whatever the policy."""
-        c = self.ctx
-        all8 = np.full(len(c.names), 8)
-        return {
-            "w8a8_cost": self.costs(*self._pin(all8, all8)),
-            "fp32_size_bytes": c.table.fp32_size_bytes(),
-            "layer_names": c.names,
-            "layer_kinds": [s.kind for s in c.table.layers],
-            "memory_bound_w8a8": c.table.uniform_cost(8).memory_bound.tolist(),
-        }
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested options as dotted names: {"ddpg": {"seed": 1}} -> {"ddpg.seed": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def resolve_config(
-    cfg: SearchConfig | None, out: Path, resume: bool, overrides: dict[str, Any]
-) -> SearchConfig:
-    """The configuration a run uses: for a new run ``cfg`` (default: the embedded default)
-    with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
-    may only grow ``episodes`` or change how it runs (``CHANGEABLE_ON_RESUME``)."""
-    if not resume:
-        if cfg is None and "checkpoint" in overrides and "model" not in overrides:
-            overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
-        return (cfg or SearchConfig()).with_overrides(overrides).resolved()  # validated
-    files = RunDir(out)
-    if not files.config.is_file():
-        raise HaqError(f"{out}: cannot resume: no config.json there")
-    saved = files.load_config()
-    wanted = (cfg or saved).with_overrides(overrides)
-    if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
-        wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
-    if wanted.episodes is None:
-        wanted.episodes = saved.episodes
-    if saved.episodes is not None and wanted.episodes < saved.episodes:
-        raise HaqError(
-            f"--episodes {wanted.episodes}: {out} was started for {saved.episodes} episodes; "
-            "a resumed run can only grow; nothing was changed"
-        )
-    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
-    diff = [
-        f"{k} {before.get(k)!r} -> {after.get(k)!r}"
-        for k in sorted(before.keys() | after.keys())
-        if k.split(".")[0] not in CHANGEABLE_ON_RESUME and after.get(k) != before.get(k)
-    ]
-    if diff:
-        raise HaqError(
-            f"{out} belongs to a different configuration (differs in: {', '.join(diff)}); "
-            "nothing was changed"
-        )
-    return wanted
+        """summary.json of the finished search (haq.search.summary)."""
+        return summarize(self)
 
 
 def search(

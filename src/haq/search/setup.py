@@ -3,18 +3,30 @@ same way by the search and by every evaluation worker (local processes or Ray ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from haq.checkpoint import CheckpointMeta, check_outputs, preprocess_for
+from haq.checkpoint import (
+    CheckpointMeta,
+    check_outputs,
+    preprocess_for,
+    read_checkpoint,
+    resolve_model,
+)
 from haq.data import Data, load_dataset, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup
-from haq.hardware.table import CostTable
-from haq.search.budget import Budget
-from haq.search.config import SearchConfig
+from haq.hardware.table import CostTable, table_for
+from haq.layers import extract_layers
+from haq.search.budget import Budget, check_feasible, parse_budget
+from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
+from haq.search.rundir import RunDir
+from haq.train import evaluate, pick_device
 
 
 @dataclass
@@ -69,3 +81,105 @@ def build_eval_setup(
     if cfg.mode == "linear":
         setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
     return setup, check
+
+
+def resolve_pins(
+    spec: list[str], names: list[str], weights_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``first`` pins the first layer's weights (its input is the image, costed at 8 bits),
+    ``last`` pins the last layer to w8a8, any other entry is a layer name pinned to w8a8."""
+    n = len(names)
+    pw, pa = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for item in spec:
+        if item in ("", "none"):
+            continue
+        if item == "first":
+            pw[0], pa[0] = 8, 8
+        elif item == "last":
+            pw[-1] = 8
+            pa[-1] = 8
+        elif item in names:
+            i = names.index(item)
+            pw[i], pa[i] = 8, 8
+        else:
+            raise HaqError(
+                f"--keep-8bit: {item!r} is not 'first', 'last' or a layer name of the model"
+            )
+    if weights_only:
+        pa[:] = 8
+    return pw, pa
+
+
+def build_context(cfg: SearchConfig) -> SearchContext:
+    """Everything before the first episode, including the feasibility check."""
+    t0 = time.perf_counter()
+    cfg.validate()
+    model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
+    device = str(pick_device(cfg.device))
+    # everything that can be refused without data comes first: budgets, pins, feasibility
+    layers = extract_layers(model, tuple(meta.input_shape))
+    info = {"model": cfg.model, "input_shape": list(meta.input_shape)}
+    table = table_for(layers, cfg.hardware, cfg.batch, info)
+    for metric in cfg.budgets:
+        if metric == "energy" and not table.has_energy:
+            raise HaqError(
+                f"hardware {table.hardware.name!r} has no energy model; use --latency or "
+                "another hardware"
+            )
+    budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]
+    weights_only = cfg.mode == "kmeans"
+    pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
+    check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    setup, check = build_eval_setup(cfg, model, meta, device)
+    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
+    fp = evaluate(model, held_out, device=device).top1
+    metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
+    return SearchContext(
+        cfg, setup, table, budgets, pw, pa, fp, metrics, check, time.perf_counter() - t0
+    )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as dotted names: {"ddpg": {"seed": 1}} -> {"ddpg.seed": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def resolve_config(
+    cfg: SearchConfig | None, out: Path, resume: bool, overrides: dict[str, Any]
+) -> SearchConfig:
+    """The configuration a run uses: for a new run ``cfg`` (default: the embedded default)
+    with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
+    may only grow ``episodes`` or change how it runs (``CHANGEABLE_ON_RESUME``)."""
+    if not resume:
+        if cfg is None and "checkpoint" in overrides and "model" not in overrides:
+            overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
+        return (cfg or SearchConfig()).with_overrides(overrides).resolved()  # validated
+    files = RunDir(out)
+    if not files.config.is_file():
+        raise HaqError(f"{out}: cannot resume: no config.json there")
+    saved = files.load_config()
+    wanted = (cfg or saved).with_overrides(overrides)
+    if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
+        wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
+    if wanted.episodes is None:
+        wanted.episodes = saved.episodes
+    if saved.episodes is not None and wanted.episodes < saved.episodes:
+        raise HaqError(
+            f"--episodes {wanted.episodes}: {out} was started for {saved.episodes} episodes; "
+            "a resumed run can only grow; nothing was changed"
+        )
+    before, after = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    diff = [
+        f"{k} {before.get(k)!r} -> {after.get(k)!r}"
+        for k in sorted(before.keys() | after.keys())
+        if k.split(".")[0] not in CHANGEABLE_ON_RESUME and after.get(k) != before.get(k)
+    ]
+    if diff:
+        raise HaqError(
+            f"{out} belongs to a different configuration (differs in: {', '.join(diff)}); "
+            "nothing was changed"
+        )
+    return wanted

@@ -26,3 +26,8 @@ class SearchState:
     pool_wall_s: float = 0.0  # seconds x workers of the rounds' evaluation phases
     # a copy of every record the checkpoint covers (None: a checkpoint written before copies)
     records: list[dict[str, Any]] | None = None
+
+
+def policy_key(w: np.ndarray, a: np.ndarray) -> str:
+    """A policy's key in the evaluation cache: ``"w/a,w/a,..."`` per layer."""
+    return ",".join(f"{x}/{y}" for x, y in zip(w.tolist(), a.tolist(), strict=True))
