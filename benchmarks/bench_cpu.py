@@ -6,7 +6,12 @@ the same at w8a8 and w4a4, measured alternately in one process (bench_gpu.model_
 so each ratio compares runs made under the same load. Setup seconds and the first against
 the second episode come from ``bench_gpu.py --tiny`` (the same steps as on a GPU).
 
+With ``--compile`` it measures instead what ``haq finetune --compile`` does: the w8a8 training
+step of the reference model under torch.compile against the eager fp32 and w8a8 steps
+(alternating), and the seconds the first compiled step takes (the compilation).
+
     python benchmarks/bench_cpu.py [--repeats 15] [--json benchmarks/results/cpu.json]
+    python benchmarks/bench_cpu.py --compile [--json benchmarks/results/cpu_compile.json]
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from pathlib import Path
 
 import torch
 
-from bench_gpu import model_throughput
+from bench_gpu import _train_step, alternate, model_throughput
 from haq.hostmem import tune_host_allocator
 from haq.models import create_model
+from haq.policy import Policy
+from haq.quant.api import quantize
+from haq.quant.calibrate import Calibration
 
 CASES = (
     ("mobilenet_v2", (3, 64, 64), {"num_classes": 10}),
@@ -32,8 +40,10 @@ CASES = (
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15, help="timed rounds per figure")
-    ap.add_argument("--json", default="benchmarks/results/cpu.json")
+    ap.add_argument("--json", default=None, help="default: benchmarks/results/cpu[_compile].json")
+    ap.add_argument("--compile", action="store_true", help="the torch.compile figures")
     args = ap.parse_args()
+    args.json = args.json or f"benchmarks/results/cpu{'_compile' if args.compile else ''}.json"
     tune_host_allocator()
     results: dict = {
         "date": time.strftime("%Y-%m-%d"),
@@ -42,6 +52,12 @@ def main() -> None:
         "torch": torch.__version__,
     }
     dev = torch.device("cpu")
+    if args.compile:
+        for batch in (4, 64):
+            results[f"mobilenet_v2_fmnist_28x28_b{batch}"] = compiled_step(batch, args.repeats)
+            print(results[f"mobilenet_v2_fmnist_28x28_b{batch}"], flush=True)
+            Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        return
     for name, shape, kw in CASES:
         torch.manual_seed(0)
         model = create_model(name, **kw)
@@ -57,6 +73,35 @@ def main() -> None:
                 flush=True,
             )
             Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def compiled_step(batch: int, repeats: int) -> dict[str, float]:
+    """Seconds per training step: fp32 eager, w8a8 eager, w8a8 under torch.compile (after
+    its compilation, which is timed on its own), alternating."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2_fmnist")
+    gen = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.randn(batch, 1, 28, 28, generator=gen),
+        torch.randint(0, 10, (batch,), generator=gen),
+    )
+    calib = Calibration(model, [(x, y)], batches=1)
+    q = quantize(model, Policy.uniform("w8a8", calib.layer_names), calibration=calib)
+    qc = quantize(model, Policy.uniform("w8a8", calib.layer_names), calibration=calib)
+    compiled = _train_step(torch.compile(qc), x, y)
+    t = time.perf_counter()
+    compiled()
+    compile_s = time.perf_counter() - t
+    fp, eager, comp = alternate([_train_step(model, x, y), _train_step(q, x, y), compiled], repeats, torch.device("cpu"))  # fmt: skip
+    return {
+        "compile_s": compile_s,
+        "fp32_eager_step_s": fp,
+        "w8a8_eager_step_s": eager,
+        "w8a8_compiled_step_s": comp,
+        "w8a8_eager_vs_fp32": eager / fp,
+        "w8a8_compiled_vs_fp32": comp / fp,
+        "steps_to_repay_compile": compile_s / max(eager - comp, 1e-9),
+    }
 
 
 if __name__ == "__main__":

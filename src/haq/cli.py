@@ -330,6 +330,7 @@ def cmd_finetune(args: FinetuneOptions) -> int:
             device=device,
             workers=args.workers,
             progress=not args.no_progress,
+            compile=args.compile,
         )
     print(
         f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "

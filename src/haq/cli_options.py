@@ -163,6 +163,11 @@ class FinetuneOptions(ModelDataOptions):
     per_channel: bool = opt(False, "with --policy: per-channel weight clips")
     weight_clip: str = opt("kl", "with --policy: how weight clips are chosen", choices=CLIP_CHOICES)
     out: str | None = opt(None, "output .pt (default RUN/final.pt)")
+    compile: bool = opt(
+        False,
+        "train under torch.compile: about 1.5-2 min to compile here, then steps about 1.7x "
+        "faster on a CPU (measured); worth it for finetunes of thousands of steps",
+    )
     no_progress: bool = opt(False, "no progress bar")
 
 

@@ -39,11 +39,13 @@ def final_finetune(
     workers: int | None = None,
     crop_ratio: float | None = None,
     source: dict[str, Any] | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Quantize the pretrained model with ``policy``, finetune on the whole training set
     (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
     The quantizer settings (``per_channel``, ``weight_clip``, ``calib_batches``) should be
     the search's: ``haq finetune --run`` takes them from the run's configuration.
+    ``compile``: train under torch.compile (:class:`haq.train.TrainSpec`).
 
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, what is needed to rebuild it (``load_quantized``) and ``source``: the policy's
@@ -76,6 +78,7 @@ def final_finetune(
         seed=seed,
         device=device,
         progress=progress,
+        compile=compile,
     )
     after = evaluate(q, batches(test, test_batch), device=device)
     result = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,28 +116,38 @@ def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2, flip: boo
     return torch.where(flipped.view(n, 1, 1, 1).to(x.device), out.flip(3), out)
 
 
+@dataclass(frozen=True)
+class TrainSpec:
+    """How a finetune trains: SGD with momentum, the learning-rate schedule (``cosine`` to 0
+    or ``constant``), augmentation (shifts of up to 2 pixels, with ``flip`` mirroring half),
+    label smoothing, and ``compile``: the training step under ``torch.compile`` (minutes to
+    compile, then faster steps: for long finetunes; docs/quantization.md)."""
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    augment: bool = False
+    flip: bool = True
+    label_smoothing: float = 0.0
+    compile: bool = False
+
+
 def finetune(
     model: nn.Module,
     loader: Batches,
     steps: int | None = None,
     epochs: float | None = None,
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 4e-5,
-    schedule: str = "cosine",
     device: str | torch.device | None = None,
     seed: int | None = None,
-    augment: bool = False,
-    flip: bool = True,
-    label_smoothing: float = 0.0,
     progress: bool | None = None,
+    **spec: Any,
 ) -> nn.Module:
-    """Train ``model`` in place with SGD + momentum for ``steps`` batches or ``epochs`` passes.
-
-    ``schedule`` is ``"cosine"`` (decay to 0) or ``"constant"``. ``augment`` shifts images by
-    up to 2 pixels and, with ``flip``, mirrors half of them. A NaN/inf loss stops with a
-    :class:`HaqError` instead of going on to report a meaningless accuracy. Returns the model.
-    """
+    """Train ``model`` in place for ``steps`` batches or ``epochs`` passes, as ``spec`` (the
+    fields of :class:`TrainSpec`: lr, momentum, weight_decay, schedule, augment, flip,
+    label_smoothing, compile) says. A NaN/inf loss stops with a :class:`HaqError` instead of
+    going on to report a meaningless accuracy. Returns the model."""
+    train = TrainSpec(**spec)
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps or epochs")
     if steps is None:
@@ -150,21 +161,7 @@ def finetune(
     with torch.random.fork_rng():  # dropout draws seeded; the caller's RNGs untouched
         if seed is not None:
             torch.manual_seed(seed)
-        _train(
-            model,
-            loader,
-            steps,
-            lr,
-            momentum,
-            weight_decay,
-            schedule,
-            device,
-            seed,
-            augment,
-            flip,
-            label_smoothing,
-            progress,
-        )
+        _train(model, loader, steps, train, device, seed, progress)
     return model
 
 
@@ -172,33 +169,30 @@ def _train(
     model: nn.Module,
     loader: Batches,
     steps: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    schedule: str,
+    spec: TrainSpec,
     device: str | torch.device | None,
     seed: int | None,
-    augment: bool,
-    flip: bool,
-    label_smoothing: float,
     progress: bool | None,
 ) -> None:
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     dev = pick_device(device) if device is not None else _model_device(model)
     model.to(dev, memory_format=_memory_format(dev)).train()
+    forward = torch.compile(model) if spec.compile else model
     cuda = dev.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+    opt = torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, foreach=True
+    )
     show = steps >= 200 if progress is None else progress
     bar = tqdm(total=steps, desc="finetune", leave=False, disable=not show)
     for step, (x, y) in enumerate(_cycle(loader, steps)):
-        if schedule == "cosine":
+        if spec.schedule == "cosine":
             for g in opt.param_groups:
-                g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
+                g["lr"] = 0.5 * spec.lr * (1 + math.cos(math.pi * step / steps))
         x, y = _to(x, dev), y.to(dev, non_blocking=True)
-        if augment:
-            x = augment_batch(x, gen, flip=flip)
-        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        if spec.augment:
+            x = augment_batch(x, gen, flip=spec.flip)
+        loss = F.cross_entropy(forward(x), y, label_smoothing=spec.label_smoothing)
         # a host synchronisation on CUDA: there only every 20 steps and at the end
         check = not cuda or step % 20 == 0 or step == steps - 1
         if check and not torch.isfinite(loss):
