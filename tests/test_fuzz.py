@@ -26,6 +26,7 @@ from haq.errors import HaqError
 from haq.hardware.config import PRESET_DIR
 from haq.options import given_options
 from haq.search.config import SearchConfig
+from haq.search.ddpg import DDPGConfig
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TINY = ["--model", "tests.conftest:TinyNet", "--input-shape", "1,8,8"]
@@ -220,3 +221,31 @@ def test_fuzzed_numeric_options_are_refused_in_one_line_or_accepted(
 def test_numeric_refusals_name_the_flag(argv: list[str], message: str) -> None:
     code, _, err = run_cli(argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- a run's config.json ------------------------------------------------------------------------
+CONFIG_FIELDS = sorted(SearchConfig().to_dict())
+
+
+@FUZZ
+@given(field=st.sampled_from(CONFIG_FIELDS), value=JSON_VALUES)
+def test_fuzzed_config_json_fields_load_or_fail_in_one_line(field: str, value: object) -> None:
+    """Any JSON value in any field of a run's config.json: it loads and validates, or the
+    error is one line (issue 36: errors from deep inside torch or ddpg.py before)."""
+    data = SearchConfig().to_dict()
+    data[field] = value
+    try:
+        SearchConfig.from_dict(data).resolved()
+    except HaqError as err:
+        assert "\n" not in str(err) and str(err), repr(err)
+
+
+@FUZZ
+@given(key=st.sampled_from(sorted(DDPGConfig().__dict__)), value=JSON_VALUES)
+def test_fuzzed_agent_fields_load_or_fail_in_one_line(key: str, value: object) -> None:
+    data = SearchConfig().to_dict()
+    data["ddpg"][key] = value
+    try:
+        SearchConfig.from_dict(data).resolved()
+    except HaqError as err:
+        assert "\n" not in str(err) and str(err), repr(err)

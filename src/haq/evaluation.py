@@ -28,7 +28,7 @@ class EvalSetup:
     finetune_data: Data
     eval_data: Data
     finetune_steps: int = 0
-    lr: float = 1e-3
+    lr: float = 0.01  # the search's per-episode learning rate (SearchConfig.lr)
     batch_size: int = 128
     eval_batch_size: int = 512
     seed: int = 0

@@ -16,7 +16,7 @@ def pretrain(
     model_spec: str,
     dataset: str,
     out: str | Path,
-    epochs: int = 15,
+    epochs: int = 10,  # haq pretrain's default (the shipped MobileNet-V2-style model's)
     lr: float = 0.1,
     batch_size: int = 128,
     weight_decay: float = 5e-4,
