@@ -69,3 +69,33 @@ def test_the_control_acts_like_the_agent_but_never_learns(tiny_ckpt, tmp_path):
     assert draft.actions is not None and draft.actions.mean() > 0.8
     control.tell(warm, draft, None, 1.0)  # type: ignore[arg-type]
     assert control.agent.buffer.size == 0
+
+
+def test_ilp_refine_starts_as_the_ilp_then_plans_new_policies_and_resumes_exactly(
+    tiny_ckpt, tmp_path
+):
+    """ilp-refine: its first plans are the ILP's, each later one is new (never a cache hit)
+    and within the budget, and a run grown on resume equals an uninterrupted one."""
+
+    def cfg(strategy: str, episodes: int) -> SearchConfig:
+        return tiny_cfg(tiny_ckpt, strategy=strategy, episodes=episodes, sensitivity_images=64,
+                        budgets={"energy": "0.9x"}, keep_8bit=["none"])  # fmt: skip
+
+    def records(run):
+        return [
+            {k: v for k, v in r.items() if k not in TIMING_KEYS}
+            for r in RunDir(run).read_episodes()
+        ]
+
+    search(cfg("ilp", 3), tmp_path / "ilp", progress=False)
+    summary = search(cfg("ilp-refine", 6), tmp_path / "refine", progress=False)
+    ours = records(tmp_path / "refine")
+    assert [(r["w_bits"], r["a_bits"]) for r in ours[:3]] == [
+        (r["w_bits"], r["a_bits"]) for r in records(tmp_path / "ilp")
+    ]
+    assert not any(r["cached"] for r in ours) and len(ours) == 6
+    limit = summary["budgets"]["energy"]["limit"]
+    assert all(r["cost"]["energy"] <= limit * (1 + 1e-9) for r in ours)
+    search(cfg("ilp-refine", 4), tmp_path / "grown", progress=False)
+    search(None, tmp_path / "grown", resume=True, progress=False, episodes=6)
+    assert records(tmp_path / "grown") == ours

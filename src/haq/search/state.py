@@ -26,6 +26,7 @@ class SearchState:
     pool_wall_s: float = 0.0  # seconds x workers of the rounds' evaluation phases
     # a copy of every record the checkpoint covers (None: a checkpoint written before copies)
     records: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] | None = None  # a strategy's own state (ilp-refine: its evaluations)
 
 
 def policy_key(w: np.ndarray, a: np.ndarray) -> str:

@@ -9,7 +9,7 @@ choices, default episode counts, summary labels and benchmarks read the registry
 
 from __future__ import annotations
 
-from haq.search.strategies import agent, control, greedy, ilp, random_search, uniform
+from haq.search.strategies import agent, control, greedy, ilp, random_search, refine, uniform
 from haq.search.strategies.base import Draft, Proposal, Strategy, StrategyInfo
 
 REGISTRY: dict[str, StrategyInfo] = {
@@ -22,6 +22,7 @@ REGISTRY: dict[str, StrategyInfo] = {
         greedy.INFO,
         agent.PAPER,
         control.INFO,
+        refine.INFO,
     )
 }
 
