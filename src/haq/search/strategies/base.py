@@ -6,6 +6,7 @@ records; it never tests which strategy it runs.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,9 @@ class Proposal:
         return bool((self.w != self.draft.w).any() or (self.a != self.draft.a).any())
 
 
-class Strategy:
-    """The base strategy: no planning, ``episodes`` episodes, nothing learned or saved."""
+class Strategy(ABC):
+    """The base strategy: no planning, ``episodes`` episodes, nothing learned or saved;
+    a subclass says at least how it drafts a policy (``ask``)."""
 
     def __init__(self, ctx: SearchContext, progress: bool = True) -> None:
         self.ctx, self.cfg, self.progress = ctx, ctx.cfg, progress
@@ -63,12 +65,13 @@ class Strategy:
         """How often an episode may draw again when its enforced policy is already known."""
         return 0
 
+    @abstractmethod
     def ask(self, episode: int, widen: int = 0) -> Draft:
         """The episode's draft (``widen``: the how-many-th redraw)."""
-        raise NotImplementedError
 
     def tell(self, episode: int, draft: Draft, enforced: Proposal, reward: float) -> None:
         """The reward of ``enforced`` (the draft after enforcement), in episode order."""
+        return None  # by default: nothing
 
     def describe(self, episode: int, widen: int) -> dict[str, Any]:
         """The record's ``phase`` and ``sigma`` (the agent's exploration) of an episode."""
@@ -76,9 +79,11 @@ class Strategy:
 
     def save(self, state: SearchState) -> None:
         """Write this strategy's part of the checkpoint into ``state``."""
+        return None  # by default: nothing
 
     def load(self, state: SearchState) -> None:
         """Restore this strategy from a checkpoint's ``state`` (ValueError if it lacks it)."""
+        return None  # by default: nothing
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ to evaluate; both are saved with the checkpoint, so a resumed run repeats neithe
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
 class Planned(Strategy):
     plan: list[tuple[list[int], list[int]]]
 
+    @abstractmethod
     def make_plan(self, sens: Sensitivity) -> list[tuple[np.ndarray, np.ndarray]]:
-        raise NotImplementedError
+        """The policies to evaluate, from the measured sensitivities."""
 
     def prepare(self, state: SearchState) -> float | None:
         if state.plan is not None:  # planned before the checkpoint
