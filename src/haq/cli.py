@@ -130,17 +130,20 @@ def cmd_measure(args: MeasureOptions) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         model = load_model_spec(args.model)
     layers = extract_layers(model, args.shape() or default_input_shape(args.model))
-    bar = tqdm(total=len(layers), desc="measure (layers)", disable=args.no_progress)
+    bars: list[Any] = []  # made at the first layer: a refused input shows no empty bar
 
     def progress(done: int, total: int, seconds: float) -> None:
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, desc="measure (layers)", disable=args.no_progress))
+        bars[0].update(done - bars[0].n)
 
     try:
         table = measure_table(
             layers, args.runner, args.out, bits, args.batch, args.repeats, args.warmup, progress
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     w8a8 = table.uniform_cost(8).total("latency")
     print(
         f"wrote {args.out}: {len(layers)} layers x 8 x 8 ({args.runner}, bits {table.meta['bits_measured']}"
