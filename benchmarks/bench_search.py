@@ -50,6 +50,7 @@ from haq.policy import Policy
 from haq.search.config import SearchConfig
 from haq.search.rundir import RunDir
 from haq.search.runner import search
+from haq.specs import DataSpec, ModelSpec, QuantSpec
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "edge-latency": dict(hardware="bismo-edge", budgets={"latency": "0.5x"}),
@@ -210,18 +211,15 @@ def finetune_entry(
             policy = Policy.load(entry["policy"])
         res = final_finetune(
             policy,
-            cfg.model,
-            None,
-            cfg.dataset,
+            ModelSpec.of(cfg),
+            DataSpec.of(cfg),
+            QuantSpec.of(cfg),
             Path(args.runs)
             / f"final-{scenario}-{entry['strategy']}-s{entry['search_seed']}-f{fseed}.pt",
             epochs=args.final_epochs,
             lr=0.01,
             seed=fseed,
             progress=False,
-            per_channel=cfg.per_channel,
-            weight_clip=cfg.weight_clip,
-            calib_batches=cfg.calib_batches,
         )
         tests[str(fseed)] = res["quantized_test_top1"]
         entry["fp_test_top1"] = res["fp_test_top1"]

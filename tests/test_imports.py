@@ -14,6 +14,7 @@ LAYERS = [
         "haq",
         "haq.errors",
         "haq.options",
+        "haq.specs",
         "haq.textfmt",
         "haq.hostmem",
         "haq.fileio",

@@ -188,7 +188,7 @@ def test_a_lost_final_json_is_rebuilt_from_final_pt(
     assert stale_final(run3) is None
     assert "final.json rebuilt from final.pt" in capsys.readouterr().err
     assert json.loads((run3 / "final.json").read_text()) == record
-    assert load_for_export(str(run3), None, None, None, None, None)[3]
+    assert load_for_export(str(run3))[3]
 
 
 def test_finetune_of_an_unfinished_run_says_so(run3: Path, capsys: pytest.CaptureFixture) -> None:

@@ -101,15 +101,28 @@ def model_splits(
     min_crop_scale: float | None = None,
 ) -> tuple[Data, Data]:
     """The training and test splits of ``dataset`` prepared for this checkpoint's model
-    (:func:`preprocess_for`), refused in one line when its images do not fit the model."""
+    (:func:`model_data`)."""
+    train = model_data(dataset, meta, crop_ratio, min_crop_scale)
+    return train, model_data(dataset, meta, crop_ratio, min_crop_scale, train=False)
+
+
+def model_data(
+    dataset: str,
+    meta: CheckpointMeta,
+    crop_ratio: float | None = None,
+    min_crop_scale: float | None = None,
+    train: bool = True,
+) -> Data:
+    """One split of ``dataset`` prepared for this checkpoint's model (:func:`preprocess_for`),
+    refused in one line when its images do not fit the model."""
     prep = preprocess_for(meta, crop_ratio, min_crop_scale)
-    train = load_dataset(dataset, train=True, preprocess=prep)
-    if train.input_shape != tuple(meta.input_shape):
+    data = load_dataset(dataset, train=train, preprocess=prep)
+    if data.input_shape != tuple(meta.input_shape):
         raise HaqError(
-            f"dataset {dataset!r} has images {train.input_shape}; "
+            f"dataset {dataset!r} has images {data.input_shape}; "
             f"the model expects {tuple(meta.input_shape)}"
         )
-    return train, load_dataset(dataset, train=False, preprocess=prep)
+    return data
 
 
 def preprocess_for(

@@ -31,6 +31,7 @@ from haq.errors import HaqError
 from haq.hostmem import tune_host_allocator
 from haq.options import add_arguments, options_from
 from haq.runlock import run_lock
+from haq.specs import DataSpec, ModelSpec, QuantSpec
 
 
 def pick_device(requested: str | None) -> str:
@@ -180,21 +181,16 @@ def cmd_eval(args: EvalOptions) -> int:
     device = pick_device(args.device)
     with contextlib.redirect_stdout(sys.stderr):  # model libraries may print while loading
         r = eval_on_test(
-            args.model_spec(),
-            args.checkpoint,
-            args.dataset,
+            ModelSpec.of(args),
+            DataSpec.of(args),
+            QuantSpec.of(args),
             args.policy,
-            weights=args.weights,
             mode=args.mode,
             hardware=args.hardware,
-            crop_ratio=args.crop_ratio,
             finetune_steps=args.finetune_steps,
             lr=args.lr,
             seed=args.seed,
-            per_channel=args.per_channel,
-            weight_clip=args.weight_clip,
             device=device,
-            workers=args.workers,
         )
     print(r.format(args.dataset, device, args.finetune_steps))
     return 0
@@ -220,7 +216,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"device: {pick_device(overrides['device'])}", file=sys.stderr)
     else:
         cfg = SearchConfig().with_overrides(overrides)
-        name = re.sub(r"[^\w.-]", "_", f"{cfg.model}-{Path(cfg.hardware).stem}")
+        model = cfg.model or cfg.default_model()
+        name = re.sub(r"[^\w.-]", "_", f"{model}-{Path(cfg.hardware).stem}")
         out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         print(f"run directory: {out}  (device: {pick_device(cfg.device)})", file=sys.stderr)
         if cfg.strategy == "auto":
@@ -291,7 +288,7 @@ def cmd_export(args: ExportOptions) -> int:
     owned = run_lock(args.run, "haq export", shared=True) if args.run else contextlib.nullcontext()
     with owned, contextlib.redirect_stdout(sys.stderr):
         q, policy, info, source = load_for_export(
-            args.run, args.policy, args.checkpoint, args.model, args.dataset, args.weights
+            args.run, args.policy, ModelSpec.of(args), DataSpec.of(args), QuantSpec.of(args)
         )
     path = export_model(q, policy, info, args.format, args.out)
     print(f"exported {source} as {args.format} to {path}")
@@ -305,18 +302,10 @@ def cmd_finetune(args: FinetuneOptions) -> int:
     from haq.finishing import job_from_policy, job_from_run
 
     if args.run:
-        job = job_from_run(args.run, args.policy, args.out, args.crop_ratio)
+        job = job_from_run(args.run, args.policy, args.out, args.crop_ratio, args.workers)
     elif args.policy:
         job = job_from_policy(
-            args.policy,
-            args.model_spec(),
-            args.checkpoint,
-            args.dataset,
-            args.out,
-            per_channel=args.per_channel,
-            weight_clip=args.weight_clip,
-            weights=args.weights,
-            crop_ratio=args.crop_ratio,
+            args.policy, ModelSpec.of(args), DataSpec.of(args), QuantSpec.of(args), args.out
         )
     else:
         raise HaqError("give --run DIR or --policy FILE")
@@ -331,7 +320,6 @@ def cmd_finetune(args: FinetuneOptions) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             device=device,
-            workers=args.workers,
             progress=not args.no_progress,
             compile=args.compile,
         )

@@ -15,13 +15,10 @@ from typing import Any
 from haq.errors import HaqError
 from haq.hardware import HARDWARE_HELP
 from haq.options import MAX_WORKERS, SEED_MAX, opt
+from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, ModelSpec, QuantSpec, device_opt
 
-DEFAULT_REFERENCE_MODEL = "mobilenet_v2_fmnist"
-MODEL_HELP = f"model spec (default: the checkpoint's, else {DEFAULT_REFERENCE_MODEL})"
 WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
-DEVICE_HELP = "cpu, cuda, cuda:1 (default: CUDA if available)"
 DATASET_HELP = "a built-in name or imagefolder:DIR"
-CLIP_CHOICES = ("kl", "mse", "max")
 
 
 def parse_shape(text: str | None) -> tuple[int, int, int] | None:
@@ -46,10 +43,6 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 def _seed() -> int:
     return opt(0, "random seed", low=0, high=SEED_MAX)
-
-
-def _device() -> str | None:
-    return opt(None, DEVICE_HELP)
 
 
 @dataclass(kw_only=True)
@@ -104,70 +97,42 @@ class PretrainOptions:
     lr: float = opt(0.1, "initial learning rate of the cosine schedule", above=0)
     batch_size: int = opt(128, "images per batch", low=1)
     seed: int = _seed()
-    device: str | None = _device()
+    device: str | None = device_opt()
     no_augment: bool = opt(False, "no random shifts/flips")
 
 
 @dataclass(kw_only=True)
-class ModelDataOptions:
-    """The model and data flags that ``eval`` and ``finetune`` share."""
-
-    model: str | None = opt(None, MODEL_HELP)
-    checkpoint: str | None = opt(
-        None, "haq checkpoint (default: the shipped weights of a reference model)"
-    )
-    dataset: str = opt("fashion-mnist", DATASET_HELP)
-    weights: str | None = opt(None, WEIGHTS_HELP)
-    workers: int | None = opt(
-        None,
-        "loader processes for images on disk (default: cores - 1, at most 8)",
-        low=0,
-        high=MAX_WORKERS,
-    )
-    crop_ratio: float | None = opt(
-        None,
-        "images on disk: evaluation crop ratio (default: the checkpoint's)",
-        above=0,
-        high=1,
-    )
-    seed: int = _seed()
-    device: str | None = _device()
-
-    def model_spec(self) -> str | None:
-        """``--model`` as given; else the checkpoint's own (None); else the reference model."""
-        return self.model or (None if self.checkpoint else DEFAULT_REFERENCE_MODEL)
-
-
-@dataclass(kw_only=True)
-class EvalOptions(ModelDataOptions):
+class EvalOptions(QuantSpec, DataSpec, ModelSpec):
     """``haq eval``: quantize with a policy, optionally finetune briefly, score the test set."""
 
     policy: str = opt("w8a8", "wXaY or a policy .json")
     mode: str | None = opt(None, "quantizer (default: the policy's)", choices=("linear", "kmeans"))
     finetune_steps: int = opt(0, "finetune batches before scoring", low=0)
     lr: float = opt(1e-3, "finetune learning rate", above=0)
-    per_channel: bool = opt(False, "per-channel weight clips")
-    weight_clip: str = opt("kl", "how weight clips are chosen", choices=CLIP_CHOICES)
     hardware: str | None = opt(None, "also print the policy's cost on this hardware")
+    seed: int = _seed()
+    device: str | None = device_opt()
 
 
 @dataclass(kw_only=True)
-class FinetuneOptions(ModelDataOptions):
-    """``haq finetune``: the long final finetune of a policy, scored on the test set."""
+class FinetuneOptions(QuantSpec, DataSpec, ModelSpec):
+    """``haq finetune``: the long final finetune of a policy, scored on the test set. With
+    ``--run`` the model, data and quantizer options are the run's (``--workers`` and
+    ``--crop-ratio`` may change how its images are read)."""
 
     run: str | None = opt(None, "a search run directory (uses its best policy)")
     policy: str | None = opt(None, "a policy .json (with --model/--checkpoint/--dataset)")
     epochs: float = opt(1.0, "epochs over the training set", above=0)
     lr: float = opt(0.01, "initial learning rate of the cosine schedule", above=0)
     batch_size: int = opt(128, "images per batch", low=1)
-    per_channel: bool = opt(False, "with --policy: per-channel weight clips")
-    weight_clip: str = opt("kl", "with --policy: how weight clips are chosen", choices=CLIP_CHOICES)
     out: str | None = opt(None, "output .pt (default RUN/final.pt)")
     compile: bool = opt(
         False,
         "train under torch.compile: about 1.5-2 min to compile here, then steps about 1.7x "
         "faster on a CPU (measured); worth it for finetunes of thousands of steps",
     )
+    seed: int = _seed()
+    device: str | None = device_opt()
     no_progress: bool = opt(False, "no progress bar")
 
 
@@ -199,7 +164,7 @@ class ImportOptions:
         high=1,
     )
     workers: int | None = opt(None, "loader processes for images on disk", low=0, high=MAX_WORKERS)
-    device: str | None = _device()
+    device: str | None = device_opt()
 
     def shape(self) -> tuple[int, int, int] | None:
         return parse_shape(self.input_shape)
@@ -227,14 +192,12 @@ class ImportOptions:
 
 
 @dataclass(kw_only=True)
-class ExportOptions:
-    """``haq export``: a quantized model as QONNX, ONNX (QDQ) or a torch file."""
+class ExportOptions(QuantSpec, DataSpec, ModelSpec):
+    """``haq export``: a quantized model as QONNX, ONNX (QDQ) or a torch file. ``--checkpoint``
+    may be a ``haq finetune`` output (exported as it is); a pretrained one needs ``--policy``
+    and is calibrated on the dataset with the quantizer options given (a run's own)."""
 
     run: str | None = opt(None, "a search run (its final.pt if finetuned, else its best policy)")
     policy: str | None = opt(None, "a policy .json (with --checkpoint)")
-    checkpoint: str | None = opt(None, "pretrained or 'haq finetune' checkpoint")
-    model: str | None = opt(None, "model spec (default: the checkpoint's)")
-    weights: str | None = opt(None, WEIGHTS_HELP)
-    dataset: str = opt("fashion-mnist", "calibration data for a pretrained checkpoint")
     format: str = opt(help="export format", choices=("qonnx", "onnx", "torch"))
     out: str = opt(help="the file to write")

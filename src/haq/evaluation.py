@@ -16,6 +16,7 @@ from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
+from haq.specs import DataSpec, ModelSpec, QuantSpec
 from haq.train import Accuracy, evaluate, finetune
 
 
@@ -32,8 +33,7 @@ class EvalSetup:
     batch_size: int = 128
     eval_batch_size: int = 512
     seed: int = 0
-    per_channel: bool = False
-    weight_clip: str = "kl"
+    quant: QuantSpec = field(default_factory=QuantSpec)  # clips; its calib_batches built it
     device: str | None = None
     workers: int | None = None  # loader processes for data on disk (None: default_workers)
     loaders: dict[tuple[int, int, bool], tuple[Data, Any]] = field(default_factory=dict, repr=False)
@@ -56,17 +56,18 @@ class EvalSetup:
         model: nn.Module,
         finetune_data: Data,
         eval_data: Data,
-        calib_batches: int = 2,
+        quant: QuantSpec | None = None,
         **kwargs: object,
     ) -> EvalSetup:
-        """Calibrate on the first ``calib_batches`` x 256 images of ``finetune_data`` (training
-        images only, with the evaluation crop)."""
+        """Calibrate on the first ``quant.calib_batches`` x 256 images of ``finetune_data``
+        (training images only, with the evaluation crop)."""
         model.eval()
+        quant = quant or QuantSpec()
         workers = kwargs.get("workers")
-        loader, n = calibration_loader(finetune_data.view(False), calib_batches, workers)  # type: ignore[arg-type]
+        loader, n = calibration_loader(finetune_data.view(False), quant.calib_batches, workers)  # type: ignore[arg-type]
         calib = Calibration(model, loader, batches=n)
         kwargs.setdefault("eval_batch_size", inference_batch(eval_data, 512))
-        return cls(model, calib, finetune_data, eval_data, **kwargs)  # type: ignore[arg-type]
+        return cls(model, calib, finetune_data, eval_data, quant=quant, **kwargs)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def evaluate_policy(
         setup.model,
         policy,
         calibration=setup.calibration,
-        per_channel=setup.per_channel,
-        weight_clip=setup.weight_clip,
+        per_channel=setup.quant.per_channel,
+        weight_clip=setup.quant.weight_clip,
     )
     if setup.finetune_steps > 0:
         loader = setup.loader(setup.finetune_data, setup.batch_size, shuffle=True)
@@ -139,29 +140,27 @@ class EvalReport:
 
 
 def eval_on_test(
-    model_spec: str | None,
-    checkpoint: str | None,
-    dataset: str,
+    model: ModelSpec,
+    data: DataSpec,
+    quant: QuantSpec,
     policy: str,
     *,
-    weights: str | None = None,
     mode: str | None = None,
     hardware: str | None = None,
-    crop_ratio: float | None = None,
     **setup: Any,
 ) -> EvalReport:
     """Quantize a model with ``policy`` (wXaY or a policy file), finetune ``finetune_steps``
     batches of the training split if asked, and score it and the full-precision model on the
-    test split. ``setup``: the options of :meth:`EvalSetup.build` (finetune_steps, lr, seed,
-    per_channel, weight_clip, device, workers)."""
+    test split. ``setup``: the options of :meth:`EvalSetup` (finetune_steps, lr, seed,
+    device)."""
     from haq.checkpoint import check_outputs, model_splits, resolve_model
     from haq.costing import model_cost_table, policy_report
 
-    net, meta = resolve_model(model_spec, checkpoint, weights)
+    net, meta = resolve_model(model.model_name(), model.checkpoint, model.weights)
     shape = tuple(meta.input_shape)
-    train, test = model_splits(dataset, meta, crop_ratio)
-    check_outputs(net, shape, test.num_classes, dataset)
-    built = EvalSetup.build(net, train.view(True), test, **setup)
+    train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
+    check_outputs(net, shape, test.num_classes, data.dataset)
+    built = EvalSetup.build(net, train.view(True), test, quant, workers=data.workers, **setup)
     pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
     if mode:
         pol.mode = mode

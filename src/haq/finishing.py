@@ -17,35 +17,31 @@ from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
 from haq.search.rundir import RunDir
+from haq.specs import DataSpec, ModelSpec, QuantSpec
 from haq.train import evaluate, finetune, pick_device
 
 
 def final_finetune(
     policy: Policy,
-    model_spec: str | None,
-    checkpoint: str | None,
-    dataset: str,
+    model: ModelSpec,
+    data: DataSpec,
+    quant: QuantSpec,
     out: str | Path,
+    *,
     epochs: float = 1.0,
     lr: float = 0.01,
     batch_size: int = 128,
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
-    per_channel: bool = False,
-    weight_clip: str = "kl",
-    calib_batches: int = 2,
-    weights: str | None = None,
-    workers: int | None = None,
-    crop_ratio: float | None = None,
-    source: dict[str, Any] | None = None,
     compile: bool = False,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Quantize the pretrained model with ``policy``, finetune on the whole training set
     (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
-    The quantizer settings (``per_channel``, ``weight_clip``, ``calib_batches``) should be
-    the search's: ``haq finetune --run`` takes them from the run's configuration.
-    ``compile``: train under torch.compile (:class:`haq.train.TrainSpec`).
+    The quantizer settings ``quant`` should be the search's: ``haq finetune --run`` takes
+    them from the run's configuration. ``compile``: train under torch.compile
+    (:class:`haq.train.TrainSpec`).
 
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, what is needed to rebuild it (``load_quantized``) and ``source``: the policy's
@@ -56,19 +52,19 @@ def final_finetune(
             raise HaqError(f"--{name} must be a positive number, got {value}")
     if batch_size < 1:
         raise HaqError(f"--batch-size must be >= 1, got {batch_size}")
-    model, meta = resolve_model(model_spec, checkpoint, weights)
+    net, meta = resolve_model(model.model_name(), model.checkpoint, model.weights)
     device = str(pick_device(device))
-    train, test = model_splits(dataset, meta, crop_ratio)
+    train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     cuda = device.startswith("cuda")
 
-    def batches(data: Data, size: int, shuffle: bool = False) -> Any:
-        return make_loader(data, size, shuffle, seed, workers, pin_memory=cuda)
+    def batches(split: Data, size: int, shuffle: bool = False) -> Any:
+        return make_loader(split, size, shuffle, seed, data.workers, pin_memory=cuda)
 
-    calib = Calibration(model, *calibration_loader(train, calib_batches, workers))
+    calib = Calibration(net, *calibration_loader(train, quant.calib_batches, data.workers))
     policy.check_layers(calib.layer_names)
     test_batch = inference_batch(test, 512)
-    fp = evaluate(model, batches(test, test_batch), device=device)
-    q = quantize(model, policy, calibration=calib, per_channel=per_channel, weight_clip=weight_clip)
+    fp = evaluate(net, batches(test, test_batch), device=device)
+    q = quantize(net, policy, calibration=calib, per_channel=quant.per_channel, weight_clip=quant.weight_clip)  # fmt: skip
     before = evaluate(q, batches(test, test_batch), device=device)
     finetune(
         q,
@@ -100,11 +96,11 @@ def final_finetune(
     }
     info = {
         "model": meta.model,
-        "checkpoint": str(checkpoint or builtin_checkpoint(meta.model) or ""),
-        "weights": weights,
+        "checkpoint": str(model.checkpoint or builtin_checkpoint(meta.model) or ""),
+        "weights": model.weights,
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),
-        "dataset": dataset,
+        "dataset": data.dataset,
         "result": result,
         "source": {"policy_sha256": policy.digest(), **(source or {})},
     }
@@ -116,29 +112,22 @@ def final_finetune(
 
 @dataclass
 class FinetuneJob:
-    """A final finetune ready to run: the policy, the model and data it belongs to, where the
-    result goes, the quantizer options, where the policy came from, and a note for the user."""
+    """A final finetune ready to run: the policy, the model and data it belongs to, the
+    quantizer options, where the result goes, where the policy came from, and a note for the
+    user."""
 
     policy: Policy
-    model: str | None
-    checkpoint: str | None
-    dataset: str
+    model: ModelSpec
+    data: DataSpec
+    quant: QuantSpec
     out: str
-    options: dict[str, Any]
     source: dict[str, Any]
     note: str | None = None
 
     def run(self, **train: Any) -> dict[str, Any]:
         """:func:`final_finetune` with this job; ``train``: epochs, lr, seed, device, ..."""
         return final_finetune(
-            self.policy,
-            self.model,
-            self.checkpoint,
-            self.dataset,
-            self.out,
-            source=self.source,
-            **self.options,
-            **train,
+            self.policy, self.model, self.data, self.quant, self.out, source=self.source, **train
         )
 
 
@@ -147,9 +136,11 @@ def job_from_run(
     policy_file: str | None = None,
     out: str | None = None,
     crop_ratio: float | None = None,
+    workers: int | None = None,
 ) -> FinetuneJob:
     """The best policy of a search run (or ``policy_file``) with exactly the search's model,
-    data and quantizer settings; written to ``RUN/final.pt`` unless ``out`` says otherwise."""
+    data and quantizer settings (``crop_ratio`` and ``workers``, when given, replace the
+    run's); written to ``RUN/final.pt`` unless ``out`` says otherwise."""
 
     run = Path(run)
     files = RunDir(run)
@@ -165,35 +156,27 @@ def job_from_run(
             f"(episode {source['episode']}). If it goes on and finds a better one, export will "
             "ask for a new finetune."
         )
-    options = {
-        "per_channel": cfg.per_channel,
-        "weight_clip": cfg.weight_clip,
-        "calib_batches": cfg.calib_batches,
-        "weights": cfg.weights,
-        "crop_ratio": cfg.crop_ratio if crop_ratio is None else crop_ratio,
-    }
+    data = DataSpec.of(cfg)
+    if crop_ratio is not None:
+        data.crop_ratio = crop_ratio
+    if workers is not None:
+        data.workers = workers
     target = out or str(files.final)
-    return FinetuneJob(
-        policy, cfg.model, cfg.checkpoint, cfg.dataset, target, options, source, note
-    )
+    return FinetuneJob(policy, ModelSpec.of(cfg), data, QuantSpec.of(cfg), target, source, note)
 
 
 def job_from_policy(
     policy_file: str,
-    model: str | None,
-    checkpoint: str | None,
-    dataset: str,
+    model: ModelSpec,
+    data: DataSpec,
+    quant: QuantSpec,
     out: str | None = None,
-    **options: Any,
 ) -> FinetuneJob:
     """A policy file on a model given by name or checkpoint; written next to the policy
-    (``NAME.final.pt``) unless ``out`` says otherwise. ``options``: per_channel, weight_clip,
-    weights, crop_ratio (as :func:`final_finetune`)."""
+    (``NAME.final.pt``) unless ``out`` says otherwise."""
     target = out or str(Path(policy_file).with_suffix(".final.pt"))
     source = {"policy_file": str(policy_file)}
-    return FinetuneJob(
-        Policy.load(policy_file), model, checkpoint, dataset, target, options, source
-    )
+    return FinetuneJob(Policy.load(policy_file), model, data, quant, target, source)
 
 
 def _rebuild_final_record(files: RunDir) -> dict[str, Any] | None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from haq.checkpoint import builtin_checkpoint, preprocess_for, read_checkpoint, resolve_model
-from haq.data import calibration_loader, load_dataset
+from haq.checkpoint import builtin_checkpoint, model_data, read_checkpoint, resolve_model
+from haq.data import calibration_loader
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
@@ -21,6 +21,7 @@ from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import QUANTIZED_FORMAT, read_quantized, rebuild_quantized
 from haq.search.rundir import RunDir
+from haq.specs import DataSpec, ModelSpec, QuantSpec
 
 FORMATS = ("qonnx", "onnx", "torch")
 
@@ -28,18 +29,19 @@ FORMATS = ("qonnx", "onnx", "torch")
 def load_for_export(
     run: str | Path | None = None,
     policy_path: str | Path | None = None,
-    checkpoint: str | None = None,
-    model: str | None = None,
-    dataset: str = "fashion-mnist",
-    weights: str | None = None,
+    model: ModelSpec | None = None,
+    data: DataSpec | None = None,
+    quant: QuantSpec | None = None,
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
     """(quantized model, policy, info, where it came from).
 
     A run directory gives its finetuned ``final.pt`` when ``haq finetune`` made one, else its
-    best policy applied to the pretrained weights (calibrated, not finetuned). A quantized
-    checkpoint (``haq finetune`` output) is rebuilt as is; a pretrained checkpoint is
-    quantized with ``policy_path`` and calibrated on ``dataset``.
+    best policy applied to the pretrained weights with the run's quantizer settings
+    (calibrated, not finetuned). A quantized checkpoint (``haq finetune`` output) is rebuilt
+    as is; a pretrained checkpoint is quantized with ``policy_path`` and ``quant``, calibrated
+    on ``data``.
     """
+    model, data, quant = model or ModelSpec(), data or DataSpec(), quant or QuantSpec()
     if run is not None:
         files = RunDir(run)
         if files.final.is_file():
@@ -48,19 +50,15 @@ def load_for_export(
                 raise HaqError(stale)
             return _from_quantized(files.final, policy_path)
         files.load_best()  # refuses a directory without one
-        cfg = files.load_config().to_dict()
+        cfg = files.load_config()
         return _from_pretrained(
-            policy_path or files.best,
-            cfg.get("checkpoint"),
-            cfg["model"],
-            cfg["dataset"],
-            cfg.get("weights"),
+            policy_path or files.best, ModelSpec.of(cfg), DataSpec.of(cfg), QuantSpec.of(cfg)
         )
-    if checkpoint is not None and _is_quantized(checkpoint):
-        return _from_quantized(Path(checkpoint), policy_path)
+    if model.checkpoint is not None and _is_quantized(model.checkpoint):
+        return _from_quantized(Path(model.checkpoint), policy_path)
     if policy_path is None:
         raise HaqError("give --run DIR, or --policy FILE with --checkpoint CKPT")
-    return _from_pretrained(policy_path, checkpoint, model, dataset, weights)
+    return _from_pretrained(policy_path, model, data, quant)
 
 
 def _is_quantized(path: str) -> bool:
@@ -79,12 +77,9 @@ def _from_quantized(
 
 
 def _from_pretrained(
-    policy_path: str | Path,
-    checkpoint: str | None,
-    model: str | None,
-    dataset: str,
-    weights: str | None = None,
+    policy_path: str | Path, spec: ModelSpec, data: DataSpec, quant: QuantSpec
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
+    checkpoint, model, weights = spec.checkpoint, spec.model, spec.weights
     if checkpoint is None and weights is None and (model is None or not builtin_checkpoint(model)):
         raise HaqError(
             "give --checkpoint (a pretrained or a 'haq finetune' checkpoint) or --model with --weights"
@@ -96,10 +91,16 @@ def _from_pretrained(
     net, meta = resolve_model(model, checkpoint, weights)
     ckpt = checkpoint or weights or builtin_checkpoint(model)
     policy = Policy.load(policy_path)
-    train = load_dataset(dataset, train=True, preprocess=preprocess_for(meta))
-    calib = Calibration(net, *calibration_loader(train, 2))
+    train = model_data(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
+    calib = Calibration(net, *calibration_loader(train, quant.calib_batches, data.workers))
     policy.check_layers(calib.layer_names)
-    q = quantize(net, policy, calibration=calib).eval()
+    q = quantize(
+        net,
+        policy,
+        calibration=calib,
+        per_channel=quant.per_channel,
+        weight_clip=quant.weight_clip,
+    ).eval()
     info = {
         "model": model or meta.model,
         "model_kwargs": meta.model_kwargs,

@@ -12,10 +12,11 @@ from typing import Any
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
 from haq.hardware import HARDWARE_HELP
-from haq.options import MAX_WORKERS, SEED_MAX, check_bounds, opt, type_error
+from haq.options import SEED_MAX, check_bounds, opt, type_error
 from haq.search.budget import ENFORCERS
 from haq.search.ddpg import DDPGConfig, stretched_sigma_decay
 from haq.search.strategies import REGISTRY
+from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, ModelSpec, QuantSpec, device_opt
 
 PROTOCOLS = ("fast", "paper")
 # --protocol paper: the reference code's per-episode evaluation (docs/search.md); the
@@ -38,29 +39,19 @@ def recommended_strategy(budgets: dict[str, str]) -> str:
     return picks.pop() if len(picks) == 1 else "ilp"
 
 
-@dataclass
-class SearchConfig:
+@dataclass(kw_only=True)
+class SearchConfig(QuantSpec, DataSpec, ModelSpec):
     """Every knob of a search. Defaults are the embedded default job (about 3 minutes on a
     2-core CPU): the reference MobileNet-V2-style model on Fashion-MNIST, BISMO edge, half of
     the w8a8 latency.
 
     The per-episode finetune (16 steps at lr 0.01, the final finetune's lr) is long enough
     for the reward to rank policies roughly as the long final finetune does; 4 steps at lr
-    1e-3 ranked a policy that ends 3 points worse as the best (docs/search.md, "Reward")."""
+    1e-3 ranked a policy that ends 3 points worse as the best (docs/search.md, "Reward").
 
-    model: str = opt("mobilenet_v2_fmnist", "model: registry name, module:fn or file.py:fn")
-    checkpoint: str | None = opt(
-        None, "haq checkpoint of the model (default: its shipped weights)", show_default=False
-    )
-    weights: str | None = opt(
-        None,
-        "state dict file of the model (.pt, .pth, .safetensors), instead of --checkpoint; "
-        "better: 'haq import' it once into a checkpoint",
-        show_default=False,
-    )
-    dataset: str = opt(
-        "fashion-mnist", "dataset: fashion-mnist, mnist, digits or imagefolder:DIR (from disk)"
-    )
+    The model, data and quantizer options come from :mod:`haq.specs` (flat keys in
+    ``config.json``, flags first in ``--help``)."""
+
     protocol: str = opt(
         "fast",
         "per-episode evaluation preset: fast (the CPU default below) or paper (one finetune "
@@ -119,36 +110,9 @@ class SearchConfig:
     )
     batch_size: int = opt(64, "per-episode finetune batch", low=1)
     lr: float = opt(0.01, "per-episode finetune learning rate", above=0)
-    calib_batches: int = opt(2, "calibration batches of 256 images", low=1)
     sensitivity_images: int = opt(256, "images of the ilp / greedy sensitivity batch", low=1)
-    per_channel: bool = opt(False, "per-output-channel weight clips")
-    weight_clip: str = opt("kl", "weight clip method", choices=("kl", "mse", "max"))
     seed: int = opt(0, "seed of the data split and the per-episode finetune", low=0, high=SEED_MAX)
-    workers: int | None = opt(
-        None,
-        "loader processes for images on disk (default: cores - 1, at most 8)",
-        show_default=False,
-        low=0,
-        high=MAX_WORKERS,
-    )
-    crop_ratio: float | None = opt(
-        None,
-        "images on disk, evaluation: resize the shorter side to H / ratio, crop the centre "
-        "(default: the checkpoint's; 0.875 for ImageNet-style models)",
-        show_default=False,
-        above=0,
-        high=1,
-    )
-    min_crop_scale: float | None = opt(
-        None,
-        "images on disk, finetuning: smallest area share of the random crop (default 0.08)",
-        show_default=False,
-        above=0,
-        high=1,
-    )
-    device: str | None = opt(
-        None, "cpu, cuda, cuda:1 (default: CUDA if available)", show_default=False
-    )
+    device: str | None = device_opt()
     eval_workers: int = opt(
         1,
         "episodes evaluated in parallel, one Ray actor each (pip install 'haq[ray]'); the "
@@ -190,6 +154,8 @@ class SearchConfig:
         saves them (so a resumed run keeps them): the strategy ``auto`` picks, its episode
         count and the agent's exploration decay stretched to it."""
         cfg = copy.deepcopy(self)
+        if cfg.model is None:  # saved explicitly: the run's model never depends on a default
+            cfg.model = self.default_model()
         if cfg.strategy == "auto":
             cfg.strategy = recommended_strategy(cfg.budgets)
         cfg._apply_preset(REGISTRY[cfg.strategy].overrides)
@@ -199,6 +165,14 @@ class SearchConfig:
             decay = stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes)
             cfg.ddpg = replace(cfg.ddpg, sigma_decay=decay)
         return cfg
+
+    def default_model(self) -> str:
+        """The model of a run given none: its checkpoint's, else the reference model."""
+        if self.checkpoint:
+            from haq.checkpoint import read_checkpoint
+
+            return read_checkpoint(self.checkpoint)[0].model
+        return DEFAULT_REFERENCE_MODEL
 
     def with_overrides(self, overrides: dict[str, Any]) -> SearchConfig:
         """A copy with ``overrides`` (field -> value; ``ddpg`` a dict of its own fields or a

@@ -119,8 +119,8 @@ def measure_sensitivity(
             a_bits,
             mode,
             calib,
-            setup.per_channel,
-            setup.weight_clip,
+            setup.quant.per_channel,
+            setup.quant.weight_clip,
             quantize_input=operand == "a",
         )
         set_layer(model, name, q.to(dev))

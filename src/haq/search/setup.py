@@ -14,11 +14,10 @@ from torch import nn
 from haq.checkpoint import (
     CheckpointMeta,
     check_outputs,
-    preprocess_for,
-    read_checkpoint,
+    model_data,
     resolve_model,
 )
-from haq.data import Data, load_dataset, search_split
+from haq.data import Data, search_split
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup
 from haq.hardware.table import CostTable, table_for
@@ -26,6 +25,7 @@ from haq.layers import extract_layers
 from haq.search.budget import Budget, check_feasible, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.rundir import RunDir
+from haq.specs import QuantSpec
 from haq.train import evaluate, pick_device
 
 
@@ -54,12 +54,7 @@ def build_eval_setup(
 ) -> tuple[EvalSetup, Data | None]:
     """The per-episode evaluation of a run (data subsets, calibration, finetune settings) and
     its unseen check subset. Deterministic: every evaluation worker builds the same one."""
-    prep = preprocess_for(meta, cfg.crop_ratio, cfg.min_crop_scale)
-    train = load_dataset(cfg.dataset, train=True, preprocess=prep)
-    if train.input_shape != tuple(meta.input_shape):
-        raise HaqError(
-            f"dataset {cfg.dataset!r} has images {train.input_shape}; the model expects {meta.input_shape}"
-        )
+    train = model_data(cfg.dataset, meta, cfg.crop_ratio, cfg.min_crop_scale)
     check_outputs(model, tuple(meta.input_shape), train.num_classes, cfg.dataset)
     finetune_data, heldout, check = search_split(
         train, cfg.finetune_size, cfg.heldout_size, cfg.seed, cfg.check_size
@@ -68,13 +63,11 @@ def build_eval_setup(
         model,
         finetune_data,
         heldout,
-        calib_batches=cfg.calib_batches,
+        QuantSpec.of(cfg),
         finetune_steps=cfg.finetune_steps,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
-        per_channel=cfg.per_channel,
-        weight_clip=cfg.weight_clip,
         device=device,
         workers=cfg.workers,
     )
@@ -154,14 +147,14 @@ def resolve_config(
     with ``overrides``, resolved; for a resumed run the saved one with ``overrides``, which
     may only grow ``episodes`` or change how it runs (``CHANGEABLE_ON_RESUME``)."""
     if not resume:
-        if cfg is None and "checkpoint" in overrides and "model" not in overrides:
-            overrides = {**overrides, "model": read_checkpoint(overrides["checkpoint"])[0].model}
         return (cfg or SearchConfig()).with_overrides(overrides).resolved()  # validated
     files = RunDir(out)
     if not files.config.is_file():
         raise HaqError(f"{out}: cannot resume: no config.json there")
     saved = files.load_config()
     wanted = (cfg or saved).with_overrides(overrides)
+    if wanted.model is None:  # a caller's config without the resolved value
+        wanted.model = saved.model
     if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
         wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
     if wanted.episodes is None:
