@@ -72,9 +72,8 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
     )
     strategy: str = opt(
         "auto",
-        "auto (the benchmark's winner for the budget kind: ilp today), haq (the paper's DDPG "
-        "agent), random, uniform, ilp (per-layer sensitivity + integer program) or greedy "
-        "(sensitivity, one bit at a time)",
+        "auto: the benchmark's winner for the budget kind (ilp today); "
+        + "; ".join(f"{i.name}: {i.label}" for i in REGISTRY.values()),
         choices=STRATEGIES,
     )
     mode: str = opt(
@@ -84,8 +83,9 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
     )
     episodes: int | None = opt(
         None,
-        "policies to evaluate (default: 60 for haq and random, 5 ILP solutions for ilp, one "
-        "per activation/weight sensitivity trade-off, 1 for greedy and uniform)",
+        "policies to evaluate (default: "
+        + ", ".join(f"{i.default_episodes} for {i.name}" for i in REGISTRY.values())
+        + "; ilp's are its best plans, one per activation/weight sensitivity trade-off)",
         show_default=False,
         low=1,
     )
