@@ -27,6 +27,15 @@ TITLES = {
     "bops-pinned": ("BOPs <= 0.25x, first/last pinned", "bops", "w8a8"),
     "bops-free": ("BOPs <= 0.25x, nothing pinned", "bops", "w8a8"),
 }
+TIGHT_TITLES = {
+    "tight-bops-pinned": ("BOPs <= 0.1x, first/last pinned", "bops", "w8a8"),
+    "tight-bops-free": ("BOPs <= 0.1x, nothing pinned", "bops", "w8a8"),
+    "tight-edge-latency": ("bismo-edge, latency <= 0.3x", "latency", "w8a8"),
+    "tight-fusion-energy": ("bitfusion, energy <= 0.4x", "energy", "w8a8"),
+    "tight-size-kmeans": ("k-means, size <= 0.06x (1-8 bits)", "size", "fp32"),
+}
+TITLES |= TIGHT_TITLES
+TITLES |= {f"{k}-resnet": (f"ResNet-style, {t}", m, r) for k, (t, m, r) in TIGHT_TITLES.items()}
 LABELS = {
     "haq-anchor-level": "HAQ agent (default: anchor episode, --enforce level)",
     "haq-redraw": "HAQ agent, --redraws 10",
@@ -38,6 +47,9 @@ LABELS = {
     "random-level": "random, --enforce level",
     "ilp": "ILP",
     "greedy": "greedy",
+    "haq-paper": "HAQ agent, haq-paper preset (the paper's settings)",
+    "haq-control": "no-learning control (haq-control)",
+    "ilp-refine": "ILP refined on its evaluations (ilp-refine)",
 }
 ORDER = (
     "haq-anchor-level",
@@ -46,13 +58,16 @@ ORDER = (
     "haq-anchor",
     "haq",
     "haq-level",
+    "haq-paper",
+    "haq-control",
     "random",
     "random-level",
     "ilp",
+    "ilp-refine",
     "greedy",
     "uniform",
 )
-AGENTS = ORDER[:6]  # the agent variants, the rows of --robustness
+AGENTS = ORDER[:7]  # the agent variants, the rows of --robustness
 TIE = 0.3  # points: about the test scatter of one policy between final-finetune seeds
 
 
@@ -148,6 +163,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
         "random": "C1",
         "random-level": "C7",
         "ilp": "C2",
+        "ilp-refine": "C1",
+        "haq-control": "black",
+        "haq-paper": "C0",
         "greedy": "C3",
         "uniform": "gray",
     }
@@ -273,6 +291,51 @@ def bit_prices() -> str:
     return "\n".join(lines)
 
 
+def _pair(by: dict[str, list[dict[str, Any]]], a: str, b: str) -> tuple[str, str, str] | None:
+    """mean +- std of the test top-1 of ``a`` and ``b`` and the difference of the means."""
+    ta, tb = _tests(by.get(a, [])), _tests(by.get(b, []))
+    if not ta or not tb:
+        return None
+    return _ms(ta), _ms(tb), f"{statistics.mean(ta) - statistics.mean(tb):+.2f}"
+
+
+def targets(results: dict[str, Any]) -> str:
+    """Issue 35's targets per scenario: ilp-refine against the ILP (mean test top-1 >= ILP +
+    0.5 with at most 20 evaluations; never below by more than the finetune scatter), and the
+    default agent against its no-learning control (does learning add beyond the scatter?).
+    The scatter: the largest sample std of one strategy's test top-1 in the scenario."""
+    lines = [
+        "| scenario | uniform | ILP | ilp-refine (evaluations) | refine - ILP | target | "
+        "agent | control | agent - control | scatter (largest std) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in [n for n in TITLES if n in results]:
+        by = _rows(results[name])
+        stds = [statistics.stdev(_tests(v)) for v in by.values() if len(_tests(v)) > 1]
+        scatter = max(stds) if stds else float("nan")
+        ref = _pair(by, "ilp-refine", "ilp")
+        learn = _pair(by, "haq-anchor-level", "haq-control")
+        if ref is None and learn is None:
+            continue
+        evals = statistics.mean(len(e["curve"]) for e in by.get("ilp-refine", [{"curve": []}]))
+        met = "-"
+        if ref is not None:
+            diff = float(ref[2])
+            met = "met" if diff >= 0.5 else ("not met" if diff >= -scatter else "not met, below")
+        cells = [
+            TITLES[name][0],
+            _ms(_tests(by.get("uniform", []))),
+            ref[1] if ref else "-",
+            f"{ref[0]} ({evals:.0f})" if ref else "-",
+            ref[2] if ref else "-",
+            met,
+            *(learn or ("-", "-", "-")),
+            f"{scatter:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def update_readme(results: dict[str, Any], readme: Path) -> None:
     """Replace the tables between the markers of a markdown file (``<!-- NAME -->`` ...
     ``<!-- /NAME -->``) with the ones the results give now."""
@@ -296,6 +359,7 @@ if __name__ == "__main__":
     ap.add_argument("--edge-cloud", action="store_true")
     ap.add_argument("--robustness", action="store_true")
     ap.add_argument("--against", default="random", choices=("random", "random-level"))
+    ap.add_argument("--targets", action="store_true", help="issue 35's targets per scenario")
     ap.add_argument("--readme", default=None, metavar="MD", help="rewrite its marked tables")
     a = ap.parse_args()
     if not Path(a.json).is_file():
@@ -309,7 +373,9 @@ if __name__ == "__main__":
         except ValueError as err:
             ap.error(str(err))
     print(
-        edge_cloud(data)
+        targets(data)
+        if a.targets
+        else edge_cloud(data)
         if a.edge_cloud
         else robustness(data, a.against)
         if a.robustness
