@@ -69,7 +69,6 @@ def load_lite0() -> torch.nn.Module:
 def load_images(folder: Path, crops: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every ``imagenet_NN_LABEL.jpg``: centre crop, mirrored, ``crops`` random crops."""
     from PIL import Image
-    from torchvision.transforms import functional as TF
 
     files = sorted(folder.glob("imagenet_*_*.jpg"))
     if not files:
@@ -78,12 +77,17 @@ def load_images(folder: Path, crops: int, seed: int) -> tuple[torch.Tensor, torc
     xs, ys = [], []
     for f in files:
         label = int(re.match(r"imagenet_\d+_(\d+)\.jpg", f.name).group(1))  # type: ignore[union-attr]
-        img = TF.to_tensor(TF.resize(Image.open(f).convert("RGB"), 256))
-        centre = TF.center_crop(img, 224)
-        views = [centre, TF.hflip(centre)]
+        im = Image.open(f).convert("RGB")
+        scale = 256 / min(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
+        img = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        h, w = img.shape[1:]
+        top, left = (h - 224) // 2, (w - 224) // 2
+        centre = img[:, top : top + 224, left : left + 224]
+        views = [centre, centre.flip(-1)]
         for _ in range(crops):
-            top = int(torch.randint(0, img.shape[1] - 224 + 1, (1,), generator=gen))
-            left = int(torch.randint(0, img.shape[2] - 224 + 1, (1,), generator=gen))
+            top = int(torch.randint(0, h - 224 + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - 224 + 1, (1,), generator=gen))
             views.append(img[:, top : top + 224, left : left + 224])
         xs += views
         ys += [label] * len(views)
