@@ -1,7 +1,8 @@
 """Predicted vs measured hardware feedback (issue 34, item 3).
 
-1. ``haq hardware measure`` the reference model on the ``bitserial`` runner (a numpy
-   bit-serial kernel on this CPU): how long building the table takes.
+1. ``haq hardware measure`` the reference model on a runner (``--runner bitserial``: a numpy
+   bit-serial kernel on this CPU; ``tvm-bitserial``: one compiled by Apache TVM): how long
+   building the table takes.
 2. Compare it with ``bismo-edge`` (the bit-serial accelerator model): Spearman rank
    correlation of the per-layer w8a8 cost, and of each layer's response to its bits
    (cost at w1..8 x a1..8 over cost at w8a8).
@@ -10,7 +11,8 @@
    sequence, ``--e2e-repeats`` times, alternating policies): the searched policy against the
    largest uniform policy that fits and against w8a8.
 
-python benchmarks/bench_measured.py [--repeats 3] [--e2e-repeats 5] [--json PATH]
+python benchmarks/bench_measured.py [--runner bitserial|tvm-bitserial] [--bits 1,2,...]
+    [--repeats 3] [--e2e-repeats 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from haq.hardware.bitserial import time_layer
-from haq.hardware.measure import measure_table
+from haq.hardware.measure import Runner, load_runner, measure_table
 from haq.hardware.table import table_for
 from haq.layers import LayerSpec, extract_layers
 from haq.models import create_model
@@ -37,13 +38,15 @@ from haq.search.runner import search
 MODEL = "mobilenet_v2_fmnist"
 
 
-def end_to_end(layers: list[LayerSpec], w: np.ndarray, a: np.ndarray) -> float:
+def end_to_end(runner: Runner, layers: list[LayerSpec], w: np.ndarray, a: np.ndarray) -> float:
     """Seconds of one pass of every layer's bit-serial kernel at the policy's bits."""
-    return sum(time_layer(s, int(wb), int(ab), 1) for s, wb, ab in zip(layers, w, a, strict=True))
+    return sum(runner(s, int(wb), int(ab), 1) for s, wb, ab in zip(layers, w, a, strict=True))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runner", default="bitserial", choices=("bitserial", "tvm-bitserial"))
+    ap.add_argument("--bits", default="1,2,3,4,5,6,7,8", help="bit widths timed")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per layer and bit pair")
     ap.add_argument("--e2e-repeats", type=int, default=5, help="end-to-end passes per policy")
     ap.add_argument("--work", default="runs/bench-measured", help="table and run directory")
@@ -53,9 +56,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     layers = extract_layers(create_model(MODEL), (1, 28, 28))
     out: dict = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()})"}
+    out["runner"], bits = args.runner, [int(b) for b in args.bits.split(",")]
+    out["bits_measured"] = bits
+    runner = load_runner(args.runner)
 
     t0 = time.perf_counter()
-    measured = measure_table(layers, "bitserial", work / "measured.npz", repeats=args.repeats)
+    measured = measure_table(layers, args.runner, work / "measured.npz", bits=bits, repeats=args.repeats)  # fmt: skip
     out["measure_s"] = time.perf_counter() - t0
     model = table_for(layers, "bismo-edge")
     ours, theirs = measured.latency_s, model.latency_s
@@ -81,7 +87,7 @@ def main() -> int:
     times: dict[str, list[float]] = {k: [] for k in policies}
     for _ in range(args.e2e_repeats):  # alternating, so drift hits every policy alike
         for name, (w, a) in policies.items():
-            times[name].append(end_to_end(layers, w, a))
+            times[name].append(end_to_end(runner, layers, w, a))
     med = {k: float(np.median(v)) for k, v in times.items()}
     out["e2e_s"] = {
         k: [float(min(v)), float(np.median(v)), float(max(v))] for k, v in times.items()

@@ -11,7 +11,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   # the CPU wheel; users with a GPU install their CUDA build of torch first
   .venv/bin/pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/pip install -q -e ".[dev,report,export,ray]" >.venv/pip.log 2>&1; then
+if ! .venv/bin/pip install -q -e ".[dev,report,export,ray,tvm]" >.venv/pip.log 2>&1; then
   cat .venv/pip.log >&2
   exit 1
 fi

@@ -72,7 +72,8 @@ class MeasureOptions:
     input_shape: str | None = opt(None, "C,H,W (default: the model's)")
     runner: str = opt(
         "bitserial",
-        "bitserial (a numpy bit-serial kernel on this CPU) or module:function / "
+        "bitserial (a numpy bit-serial kernel on this CPU), tvm-bitserial (a bit-serial "
+        "kernel compiled by Apache TVM: pip install 'haq[tvm]') or module:function / "
         "file.py:function, called as f(layer, w_bits, a_bits, batch) -> seconds",
     )
     bits: str = opt("1,2,3,4,5,6,7,8", "bit widths to time; the others are interpolated")

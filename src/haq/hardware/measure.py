@@ -2,7 +2,7 @@
 
 A runner times one evaluation of one layer at one bit pair: ``runner(layer, w_bits, a_bits,
 batch) -> seconds``. Built in: ``bitserial`` (:mod:`haq.hardware.bitserial`, numpy on this
-CPU); any ``package.module:function`` or ``path/file.py:function`` with that signature plugs
+CPU) and ``tvm-bitserial`` (:mod:`haq.hardware.tvm_bitserial`, compiled by Apache TVM); any ``package.module:function`` or ``path/file.py:function`` with that signature plugs
 in a user's own (an FPGA, an NPU, a runtime). Each (layer shape, w, a) is run ``warmup`` times,
 then timed ``repeats`` times: the table holds the median, and the spread (max - min) as a
 detail. Layers of the same shape are timed once. Bit widths not in ``bits`` are interpolated
@@ -32,15 +32,21 @@ from haq.layers import LayerSpec
 from haq.plugins import load_callable
 
 Runner = Callable[[LayerSpec, int, int, int], float]
-BUILTIN_RUNNERS = ("bitserial",)
+BUILTIN_RUNNERS = ("bitserial", "tvm-bitserial")
 
 
 def load_runner(spec: str) -> Runner:
-    """A runner by name (``bitserial``) or ``module:function`` / ``file.py:function``."""
-    if spec in BUILTIN_RUNNERS:
+    """A runner by name (``bitserial``, ``tvm-bitserial``) or ``module:function`` /
+    ``file.py:function``."""
+    if spec == "bitserial":
         from haq.hardware.bitserial import time_layer
 
         return time_layer
+    if spec == "tvm-bitserial":
+        from haq.hardware import tvm_bitserial
+
+        tvm_bitserial._tvm()  # refused before any layer when TVM is missing
+        return tvm_bitserial.time_layer
     return load_callable(spec, "runner")
 
 

@@ -1,0 +1,54 @@
+"""The ``tvm-bitserial`` runner (issue 34): a bit-serial kernel compiled by Apache TVM on this
+CPU. Its product is exact, its time grows with the bits, and ``haq hardware measure`` with it
+writes a table the search accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from haq.hardware.table import CostTable
+from haq.layers import extract_layers
+from haq.models import create_model
+from haq.search.runner import search
+from tests.test_fuzz import TINY, run_cli
+from tests.test_search import tiny_cfg
+
+pytest.importorskip("tvm")  # installed by scripts/setup.sh (haq[tvm])
+
+from haq.hardware.tvm_bitserial import bitserial_product, time_layer
+
+
+@pytest.mark.parametrize(
+    ("a", "w", "k"), [(1, 1, 70), (2, 3, 32), (4, 4, 65), (3, 7, 9), (8, 8, 130)]
+)
+def test_the_tvm_kernel_equals_the_integer_product(a: int, w: int, k: int) -> None:
+    rng = np.random.default_rng(a * 10 + w)
+    acts = rng.integers(0, 2**a, size=(3, 37, k))
+    weights = rng.integers(0, 2**w, size=(3, 5, k))
+    got, seconds = bitserial_product(acts, weights, w, a)
+    assert np.array_equal(got, np.einsum("gmk,gnk->gmn", acts, weights)) and seconds > 0
+
+
+def test_the_tvm_kernel_costs_more_with_more_bits() -> None:
+    layers = extract_layers(create_model("mobilenet_v2_fmnist"), (1, 28, 28))
+    layer = next(s for s in layers if s.kind == "pointwise")
+    low = min(time_layer(layer, 1, 1, 1) for _ in range(5))  # the first call compiles
+    high = min(time_layer(layer, 8, 8, 1) for _ in range(5))
+    assert high > 4 * low  # 64 plane pairs against 1
+
+
+def test_measure_with_tvm_writes_a_table_the_search_accepts(tiny_ckpt: str, tmp_path: Path) -> None:
+    out = tmp_path / "tvm.npz"
+    argv = ["hardware", "measure", *TINY, "--runner", "tvm-bitserial", "--bits", "1,4,8"]
+    code, _, err = run_cli([*argv, "--repeats", "3", "--out", str(out), "--no-progress"])
+    assert code == 0, err
+    table = CostTable.load(out)
+    assert table.meta["runner"] == "tvm-bitserial" and table.meta["bits_measured"] == [1, 4, 8]
+    assert (table.latency_s[:, 7, 7] > table.latency_s[:, 0, 0]).all()
+    cfg = tiny_cfg(tiny_ckpt, hardware=str(out), budgets={"latency": "0.9x"}, keep_8bit=["none"],
+                   strategy="greedy", sensitivity_images=64)  # fmt: skip
+    summary = search(cfg, tmp_path / "run", progress=False)
+    assert summary["best"]["cost"]["latency"] <= summary["budgets"]["latency"]["limit"] * (1 + 1e-9)
