@@ -98,12 +98,16 @@ def _match(q, path, fmt, x):
     return float(np.abs(out - ref).max()), float(np.abs(ref).max())
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("fmt", ["qonnx", "onnx", "torch"])
-def test_export_round_trip_any_model(tiny_ckpt, tmp_path, fmt):
+def test_export_round_trip_any_model(tiny_ckpt, tmp_path, fmt, per_channel):
+    """Per-channel clips too: the QDQ clip bounds broadcast per output channel (ONNX Min/Max
+    align trailing dimensions; before 2026-12-05 this export failed with a torch traceback)."""
     model, _ = load_checkpoint(tiny_ckpt)
     data = load_dataset("digits")
     policy = Policy.from_arrays(NAMES, [8, 3, 2, 8], [8, 4, 3, 8])
-    q = quantize(model, policy, calibration=TensorLoader(data, 128)).eval()
+    calib = TensorLoader(data, 128)
+    q = quantize(model, policy, calibration=calib, per_channel=per_channel).eval()
     info = {"model": "tests.conftest:TinyNet", "model_kwargs": {}, "input_shape": [1, 8, 8]}
     path = export_model(q, policy, info, fmt, tmp_path / f"m.{fmt}")
     err, scale = _match(q, path, fmt, data.images[:16])

@@ -8,6 +8,7 @@ import pytest
 
 from haq.cli_options import EvalOptions, ExportOptions, FinetuneOptions
 from haq.export import load_for_export
+from haq.finishing import job_from_run
 from haq.quant.serialize import quantizer_facts
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPGConfig
@@ -63,3 +64,11 @@ def test_export_of_a_run_uses_the_runs_quantizer(tiny_ckpt: str, tmp_path: Path)
         data=DataSpec(dataset="digits"),
     )
     assert {f["granularity"] for f in quantizer_facts(default).values()} == {"per-tensor"}
+
+    # its final finetune keeps the per-channel clips, and the file rebuilds (export, report)
+    job = job_from_run(tmp_path / "run")
+    assert job.quant == QuantSpec(per_channel=True, weight_clip="mse")
+    job.run(epochs=0.05, batch_size=64, progress=False)
+    rebuilt, _, _, source = load_for_export(run=tmp_path / "run")
+    assert "finetuned" in source
+    assert {f["granularity"] for f in quantizer_facts(rebuilt).values()} == {"per-channel"}

@@ -69,22 +69,35 @@ class _QonnxQuant(torch.autograd.Function):
 
 
 class _QdqQuant(torch.autograd.Function):
-    """Clip to [lo, hi] then Quantize/DequantizeLinear in an 8-bit container."""
+    """Clip to [lo, hi] then Quantize/DequantizeLinear in an 8-bit container. ``scale`` is a
+    scalar, or (``channels`` > 0) one value per index of ``axis`` (QuantizeLinear's per-axis
+    form, with as many zero points); ``lo`` and ``hi`` broadcast against ``x`` as they are
+    (ONNX's Min/Max align trailing dimensions)."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, scale: Tensor, lo: Tensor, hi: Tensor, signed: bool, axis: int
+        ctx: Any,
+        x: Tensor,
+        scale: Tensor,
+        lo: Tensor,
+        hi: Tensor,
+        signed: bool,
+        axis: int,
+        channels: int,
     ) -> Tensor:  # type: ignore[override]
         shape = [1] * x.dim()
-        if scale.numel() > 1:
+        if channels:
             shape[axis] = -1
-        s, lo_, hi_ = scale.view(shape), lo.view(shape), hi.view(shape)
-        return torch.round(torch.maximum(torch.minimum(x, hi_), lo_) / s) * s
+        s = scale.view(shape)
+        return torch.round(torch.maximum(torch.minimum(x, hi), lo) / s) * s
 
     @staticmethod
-    def symbolic(g: Any, x: Any, scale: Any, lo: Any, hi: Any, signed: bool, axis: int) -> Any:
+    def symbolic(
+        g: Any, x: Any, scale: Any, lo: Any, hi: Any, signed: bool, axis: int, channels: int
+    ) -> Any:
         clipped = g.op("Max", g.op("Min", x, hi), lo)
-        zp = _const(g, 0, torch.int8 if signed else torch.uint8)
+        zeros = torch.zeros(channels) if channels else 0  # per axis: one zero point each
+        zp = _const(g, zeros, torch.int8 if signed else torch.uint8)
         q = g.op("QuantizeLinear", clipped, scale, zp, axis_i=axis)
         out = g.op("DequantizeLinear", q, scale, zp, axis_i=axis)
         out.setType(x.type())
@@ -98,15 +111,18 @@ class _ExportLayer(nn.Module):
         super().__init__()
         self.q, self.fmt = q, fmt
         self.register_buffer("w_scale", weight_scale(q).detach().clone())
+        n = int(self.w_scale.numel())
+        self.channels = n if n > 1 else 0  # per-channel clips: a Python int, not traced
 
     def _weight(self) -> Tensor:
         q, w = self.q, self.q.layer.weight
         if self.fmt == "qonnx":
             return _QonnxQuant.apply(w, self.w_scale, q.w_bits, True, True)
         levels = 2 ** (q.w_bits - 1) - 1
-        scale = self.w_scale.flatten() if self.w_scale.numel() > 1 else self.w_scale.reshape(())
-        hi = scale * levels
-        return _QdqQuant.apply(w, scale, -hi, hi, True, 0)
+        per_channel = self.channels > 0
+        scale = self.w_scale.flatten() if per_channel else self.w_scale.reshape(())
+        hi = self.w_scale.reshape(-1, *[1] * (w.dim() - 1)) * levels if per_channel else scale * levels  # fmt: skip
+        return _QdqQuant.apply(w, scale, -hi, hi, True, 0, self.channels)
 
     def _input(self, x: Tensor) -> Tensor:
         q = self.q
@@ -123,7 +139,7 @@ class _ExportLayer(nn.Module):
                 q.a_signed,
             )
         lo = -clip if q.a_signed else torch.zeros_like(clip)
-        return _QdqQuant.apply(x, clip / steps, lo, clip, q.a_signed, 1)
+        return _QdqQuant.apply(x, clip / steps, lo, clip, q.a_signed, 1, 0)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)

@@ -77,14 +77,16 @@ def rebuild_quantized(payload: dict[str, Any]) -> tuple[nn.Module, Policy]:
     model = load_model_spec(payload["model"], **payload.get("model_kwargs", {})).eval()
     x = torch.zeros((2, *payload["input_shape"]))
     calib = Calibration(model, [(x, torch.zeros(2, dtype=torch.long))], batches=1)
-    q = quantize(model, policy, calibration=calib, weight_clip="max")
+    state = payload["state_dict"]  # per-channel clips are one value per output channel
+    per_channel = any(k.endswith(".w_clip") and v.dim() == 1 for k, v in state.items())
+    q = quantize(model, policy, calibration=calib, weight_clip="max", per_channel=per_channel)
     for name, flags in payload["quant_flags"].items():
         layer = quant_layers(q)[name]
         layer.a_signed = flags["a_signed"]
         if layer.quantize_input != flags["quantize_input"]:
             raise HaqError(f"quantized checkpoint: layer {name!r} does not match the rebuilt model")
     try:
-        q.load_state_dict(payload["state_dict"])
+        q.load_state_dict(state)
     except RuntimeError as err:
         raise HaqError(
             f"quantized checkpoint does not fit model {payload['model']!r}: {err}"
