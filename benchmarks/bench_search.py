@@ -50,7 +50,7 @@ from haq.policy import Policy
 from haq.search.config import SearchConfig
 from haq.search.rundir import RunDir
 from haq.search.runner import search
-from haq.specs import DataSpec, ModelSpec, QuantSpec
+from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "edge-latency": dict(hardware="bismo-edge", budgets={"latency": "0.5x"}),
@@ -216,9 +216,7 @@ def finetune_entry(
             QuantSpec.of(cfg),
             Path(args.runs)
             / f"final-{scenario}-{entry['strategy']}-s{entry['search_seed']}-f{fseed}.pt",
-            epochs=args.final_epochs,
-            lr=0.01,
-            seed=fseed,
+            FinetuneSpec(epochs=args.final_epochs, lr=0.01, seed=fseed),
             progress=False,
         )
         tests[str(fseed)] = res["quantized_test_top1"]

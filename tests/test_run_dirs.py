@@ -119,12 +119,13 @@ def test_small_input_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
         assert msg in err and len(err.strip().splitlines()) == 1, err
     from haq.finishing import final_finetune
     from haq.policy import Policy
-    from haq.specs import DataSpec, ModelSpec, QuantSpec
+    from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 
     policy = Policy.uniform("w8a8", ["x"])
     for kw, msg in (({"epochs": -1.0}, "--epochs"), ({"lr": float("nan")}, "--lr")):
         with pytest.raises(HaqError, match=msg):
-            final_finetune(policy, ModelSpec(), DataSpec(), QuantSpec(), tmp_path / "f.pt", **kw)
+            spec = FinetuneSpec(**kw)  # type: ignore[arg-type]
+            final_finetune(policy, ModelSpec(), DataSpec(), QuantSpec(), tmp_path / "f.pt", spec)
 
 
 def test_a_checkpoint_brings_its_own_model(tiny_ckpt: str, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from haq.quant.serialize import quantizer_facts
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPGConfig
 from haq.search.runner import search
-from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, ModelSpec, QuantSpec
+from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 
-SPECS = (ModelSpec, DataSpec, QuantSpec)
+SPECS = (ModelSpec, DataSpec, QuantSpec)  # FinetuneSpec: haq finetune only
 
 
 @pytest.mark.parametrize("cls", [SearchConfig, EvalOptions, FinetuneOptions, ExportOptions])
@@ -24,6 +24,14 @@ def test_every_command_inherits_the_same_fields(cls: type) -> None:
     for spec in SPECS:
         for f in fields(spec):
             assert mine[f.name] is spec.__dataclass_fields__[f.name], (cls.__name__, f.name)  # type: ignore[attr-defined]
+
+
+def test_finetune_inherits_its_training_spec() -> None:
+    for f in fields(FinetuneSpec):
+        assert (
+            FinetuneOptions.__dataclass_fields__[f.name]
+            is FinetuneSpec.__dataclass_fields__[f.name]
+        )  # type: ignore[attr-defined]
 
 
 def test_spec_of_takes_the_fields_out_of_a_config() -> None:
@@ -68,7 +76,7 @@ def test_export_of_a_run_uses_the_runs_quantizer(tiny_ckpt: str, tmp_path: Path)
     # its final finetune keeps the per-channel clips, and the file rebuilds (export, report)
     job = job_from_run(tmp_path / "run")
     assert job.quant == QuantSpec(per_channel=True, weight_clip="mse")
-    job.run(epochs=0.05, batch_size=64, progress=False)
+    job.run(FinetuneSpec(epochs=0.05, batch_size=64), progress=False)
     rebuilt, _, _, source = load_for_export(run=tmp_path / "run")
     assert "finetuned" in source
     assert {f["granularity"] for f in quantizer_facts(rebuilt).values()} == {"per-channel"}

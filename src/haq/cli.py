@@ -31,7 +31,7 @@ from haq.errors import HaqError
 from haq.hostmem import tune_host_allocator
 from haq.options import add_arguments, options_from
 from haq.runlock import run_lock
-from haq.specs import DataSpec, ModelSpec, QuantSpec
+from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 
 
 def pick_device(requested: str | None) -> str:
@@ -314,15 +314,7 @@ def cmd_finetune(args: FinetuneOptions) -> int:
     device = pick_device(args.device)
     owned = run_lock(args.run, "haq finetune") if args.run else contextlib.nullcontext()
     with owned:
-        res = job.run(
-            epochs=args.epochs,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=device,
-            progress=not args.no_progress,
-            compile=args.compile,
-        )
+        res = job.run(FinetuneSpec.of(args), device, progress=not args.no_progress)
     print(
         f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
         f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "

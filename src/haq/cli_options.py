@@ -15,7 +15,14 @@ from typing import Any
 from haq.errors import HaqError
 from haq.hardware import HARDWARE_HELP
 from haq.options import MAX_WORKERS, SEED_MAX, opt
-from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, ModelSpec, QuantSpec, device_opt
+from haq.specs import (
+    DEFAULT_REFERENCE_MODEL,
+    DataSpec,
+    FinetuneSpec,
+    ModelSpec,
+    QuantSpec,
+    device_opt,
+)
 
 WEIGHTS_HELP = "state dict file of the model (.pt, .pth, .safetensors; see 'haq import')"
 DATASET_HELP = "a built-in name or imagefolder:DIR"
@@ -116,23 +123,14 @@ class EvalOptions(QuantSpec, DataSpec, ModelSpec):
 
 
 @dataclass(kw_only=True)
-class FinetuneOptions(QuantSpec, DataSpec, ModelSpec):
+class FinetuneOptions(FinetuneSpec, QuantSpec, DataSpec, ModelSpec):
     """``haq finetune``: the long final finetune of a policy, scored on the test set. With
     ``--run`` the model, data and quantizer options are the run's (``--workers`` and
     ``--crop-ratio`` may change how its images are read)."""
 
     run: str | None = opt(None, "a search run directory (uses its best policy)")
     policy: str | None = opt(None, "a policy .json (with --model/--checkpoint/--dataset)")
-    epochs: float = opt(1.0, "epochs over the training set", above=0)
-    lr: float = opt(0.01, "initial learning rate of the cosine schedule", above=0)
-    batch_size: int = opt(128, "images per batch", low=1)
     out: str | None = opt(None, "output .pt (default RUN/final.pt)")
-    compile: bool = opt(
-        False,
-        "train under torch.compile: about 1.5-2 min to compile here, then steps about 1.7x "
-        "faster on a CPU (measured); worth it for finetunes of thousands of steps",
-    )
-    seed: int = _seed()
     device: str | None = device_opt()
     no_progress: bool = opt(False, "no progress bar")
 

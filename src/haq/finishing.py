@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +11,13 @@ from haq.checkpoint import builtin_checkpoint, model_splits, resolve_model
 from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
+from haq.options import check_bounds
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
 from haq.search.rundir import RunDir
-from haq.specs import DataSpec, ModelSpec, QuantSpec
+from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 from haq.train import evaluate, finetune, pick_device
 
 
@@ -27,40 +27,33 @@ def final_finetune(
     data: DataSpec,
     quant: QuantSpec,
     out: str | Path,
-    *,
-    epochs: float = 1.0,
-    lr: float = 0.01,
-    batch_size: int = 128,
-    seed: int = 0,
+    train: FinetuneSpec | None = None,
     device: str | None = None,
     progress: bool = True,
-    compile: bool = False,
     source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Quantize the pretrained model with ``policy``, finetune on the whole training set
-    (SGD, cosine from ``lr``), measure top-1 on the untouched test set, save the result.
-    The quantizer settings ``quant`` should be the search's: ``haq finetune --run`` takes
-    them from the run's configuration. ``compile``: train under torch.compile
-    (:class:`haq.train.TrainSpec`).
+    """Quantize the pretrained model with ``policy``, finetune on the whole training set as
+    ``train`` says (SGD, cosine from its ``lr``), measure top-1 on the untouched test set, save
+    the result. The quantizer settings ``quant`` should be the search's: ``haq finetune --run``
+    takes them from the run's configuration.
 
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, what is needed to rebuild it (``load_quantized``) and ``source``: the policy's
     digest plus what the caller says about where it came from (run directory, episode).
     """
-    for name, value, low in (("epochs", epochs, 0.0), ("lr", lr, 0.0)):
-        if not math.isfinite(value) or value <= low:
-            raise HaqError(f"--{name} must be a positive number, got {value}")
-    if batch_size < 1:
-        raise HaqError(f"--batch-size must be >= 1, got {batch_size}")
+    train = train or FinetuneSpec()
+    why = check_bounds(train)
+    if why:
+        raise HaqError(why)
     net, meta = resolve_model(model.model_name(), model.checkpoint, model.weights)
     device = str(pick_device(device))
-    train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
+    train_data, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     cuda = device.startswith("cuda")
 
     def batches(split: Data, size: int, shuffle: bool = False) -> Any:
-        return make_loader(split, size, shuffle, seed, data.workers, pin_memory=cuda)
+        return make_loader(split, size, shuffle, train.seed, data.workers, pin_memory=cuda)
 
-    calib = Calibration(net, *calibration_loader(train, quant.calib_batches, data.workers))
+    calib = Calibration(net, *calibration_loader(train_data, quant.calib_batches, data.workers))
     policy.check_layers(calib.layer_names)
     test_batch = inference_batch(test, 512)
     fp = evaluate(net, batches(test, test_batch), device=device)
@@ -68,13 +61,13 @@ def final_finetune(
     before = evaluate(q, batches(test, test_batch), device=device)
     finetune(
         q,
-        batches(train.view(True), batch_size, shuffle=True),
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
+        batches(train_data.view(True), train.batch_size, shuffle=True),
+        epochs=train.epochs,
+        lr=train.lr,
+        seed=train.seed,
         device=device,
         progress=progress,
-        compile=compile,
+        compile=train.compile,
     )
     after = evaluate(q, batches(test, test_batch), device=device)
     result = {
@@ -82,19 +75,10 @@ def final_finetune(
         "quantized_test_top1_before_finetune": before.top1,
         "quantized_test_top1": after.top1,
         "quantized_test_top5": after.top5,
-        "epochs": epochs,
-        "lr": lr,
+        "epochs": train.epochs,
+        "lr": train.lr,
     }
-    policy.layer_info = quantizer_facts(q)
-    policy.info = {
-        **policy.info,
-        "accuracy": {
-            **policy.info.get("accuracy", {}),
-            "test_top1": after.top1,
-            "fp_test_top1": fp.top1,
-        },
-    }
-    info = {
+    _save_final(out, q, policy, {
         "model": meta.model,
         "checkpoint": str(model.checkpoint or builtin_checkpoint(meta.model) or ""),
         "weights": model.weights,
@@ -103,11 +87,19 @@ def final_finetune(
         "dataset": data.dataset,
         "result": result,
         "source": {"policy_sha256": policy.digest(), **(source or {})},
-    }
-    out_path = save_quantized(out, q, policy, info)
-    json_path = out_path.with_suffix(".json")
-    atomic_write_json(json_path, {**info, "policy": policy.to_dict()})
+    })  # fmt: skip
     return result
+
+
+def _save_final(out: str | Path, q: Any, policy: Policy, info: dict[str, Any]) -> None:
+    """``out`` (the quantized model, the policy with its test accuracy and clips, ``info``)
+    and its record ``out.json``."""
+    result = info["result"]
+    policy.layer_info = quantizer_facts(q)
+    accuracy = {"test_top1": result["quantized_test_top1"], "fp_test_top1": result["fp_test_top1"]}
+    policy.info = {**policy.info, "accuracy": {**policy.info.get("accuracy", {}), **accuracy}}
+    out_path = save_quantized(out, q, policy, info)
+    atomic_write_json(out_path.with_suffix(".json"), {**info, "policy": policy.to_dict()})
 
 
 @dataclass
@@ -124,11 +116,14 @@ class FinetuneJob:
     source: dict[str, Any]
     note: str | None = None
 
-    def run(self, **train: Any) -> dict[str, Any]:
-        """:func:`final_finetune` with this job; ``train``: epochs, lr, seed, device, ..."""
+    def run(
+        self, train: FinetuneSpec | None = None, device: str | None = None, progress: bool = True
+    ) -> dict[str, Any]:
+        """:func:`final_finetune` with this job."""
         return final_finetune(
-            self.policy, self.model, self.data, self.quant, self.out, source=self.source, **train
-        )
+            self.policy, self.model, self.data, self.quant, self.out, train, device, progress,
+            self.source,
+        )  # fmt: skip
 
 
 def job_from_run(
