@@ -126,12 +126,10 @@ def kind_rows(table: CostTable, w: np.ndarray, a: np.ndarray) -> dict[str, dict[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     model = load_lite0()
-    x, y = load_images(Path(args.images), args.crops, args.seed)
+    x, y = load_images(Path(args.images), args.views, args.seed)
     with torch.no_grad():
         fp_top1 = float((model(x).argmax(1) == y).float().mean() * 100)
-    print(
-        f"{len(x)} views of {len(x) // (2 + args.crops)} ImageNet JPEGs; FP top-1 on them {fp_top1:.1f} %"
-    )
+    print(f"{len(x)} views of the ImageNet JPEGs; FP top-1 on them {fp_top1:.1f} %")
     data = TensorData(x, y, 1000)
     setup = EvalSetup.build(model, data, data, QuantSpec(), workers=0)
     layers = extract_layers(model, SHAPE)
