@@ -102,6 +102,8 @@ def load_images(folder: Path, views: int, seed: int) -> tuple[torch.Tensor, torc
             chosen = [centre, centre.flip(-1)] + [_random_crop(img, gen) for _ in range(views - 2)]
         xs += chosen
         ys += [label] * len(chosen)
+    x = (torch.stack(xs) - LITE_MEAN) / LITE_STD
+    return x, torch.tensor(ys)
 
 
 def kind_rows(table: CostTable, w: np.ndarray, a: np.ndarray) -> dict[str, dict[str, float]]:
