@@ -23,13 +23,15 @@ PROTOCOLS = ("fast", "paper")
 # finetune steps become one epoch of the finetune subset unless given
 PAPER_PROTOCOL = {"finetune_size": 20_000, "heldout_size": 10_000, "lr": 1e-3}
 STRATEGIES = ("auto", *REGISTRY)  # auto: the benchmark's winner for the budgets
-# what --strategy auto runs for a kind of budget: the benchmark's winner (README, "Which
-# strategy"); a mix of budget kinds takes the strategy all of them agree on, else ilp
 # options a resumed run may change: how it runs, not what it searches (the rounds of a
 # parallel search follow --eval-workers from the resume on)
 CHANGEABLE_ON_RESUME = (
     "episodes", "device", "workers", "eval_workers", "ray_address", "gpus_per_worker"
 )  # fmt: skip
+# what --strategy auto runs for a kind of budget: the benchmark's winner (benchmarks/RESULTS.md,
+# "Which strategy wins" and, at tight budgets, "Tight budgets": ilp in every scenario, ilp-refine
+# level with it at 4x the evaluations); a mix of budget kinds takes the strategy all of them
+# agree on, else ilp
 RECOMMENDED = {"latency": "ilp", "energy": "ilp", "size": "ilp", "bops": "ilp"}
 
 
