@@ -11,9 +11,9 @@ from haq.export import load_for_export
 from haq.finishing import job_from_run
 from haq.quant.serialize import quantizer_facts
 from haq.search.config import SearchConfig
-from haq.search.ddpg import DDPGConfig
 from haq.search.runner import search
 from haq.specs import DEFAULT_REFERENCE_MODEL, DataSpec, FinetuneSpec, ModelSpec, QuantSpec
+from tests.test_search import tiny_cfg
 
 SPECS = (ModelSpec, DataSpec, QuantSpec)  # FinetuneSpec: haq finetune only
 
@@ -46,21 +46,8 @@ def test_spec_of_takes_the_fields_out_of_a_config() -> None:
 def test_export_of_a_run_uses_the_runs_quantizer(tiny_ckpt: str, tmp_path: Path) -> None:
     """A run's best policy exported without a final finetune is quantized as the search
     quantized it (per-channel clips here), not with the defaults."""
-    cfg = SearchConfig(
-        model="tests.conftest:TinyNet",
-        checkpoint=tiny_ckpt,
-        dataset="digits",
-        hardware="bitfusion",
-        budgets={"energy": "0.85x"},
-        strategy="uniform",
-        finetune_steps=0,
-        finetune_size=300,
-        heldout_size=200,
-        check_size=0,
-        per_channel=True,
-        weight_clip="mse",
-        ddpg=DDPGConfig(warmup_episodes=1),
-    )
+    cfg = tiny_cfg(tiny_ckpt, strategy="uniform", finetune_steps=0, check_size=0,
+                   per_channel=True, weight_clip="mse")  # fmt: skip
     search(cfg, tmp_path / "run", progress=False)
     q, _, _, source = load_for_export(run=tmp_path / "run")
     facts = quantizer_facts(q)
