@@ -10,19 +10,24 @@
 4. Time the whole quantized network end to end on the runtime (every layer's kernel in
    sequence, ``--e2e-repeats`` times, alternating policies): the searched policy against the
    largest uniform policy that fits and against w8a8.
+5. ``--vs-torch``: every layer of the reference model and of MobileNet-V2 at 3x224x224, timed
+   on the runner at w1a1 and w2a2 (and w8a8) against the same layer in fp32 through torch
+   (batch 1, the same thread count, medians of alternating runs).
 
 python benchmarks/bench_measured.py [--runner bitserial|tvm-bitserial] [--bits 1,2,...]
-    [--repeats 3] [--e2e-repeats 5] [--json PATH]
+    [--repeats 3] [--e2e-repeats 5] [--threads 1] [--vs-torch] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -43,6 +48,53 @@ def end_to_end(runner: Runner, layers: list[LayerSpec], w: np.ndarray, a: np.nda
     return sum(runner(s, int(wb), int(ab), 1) for s, wb, ab in zip(layers, w, a, strict=True))
 
 
+def torch_seconds(layer: LayerSpec, repeats: int) -> float:
+    """Median seconds of ``layer`` in fp32 through torch, batch 1 (after one warm-up run)."""
+    import torch
+
+    if layer.kind == "linear":
+        mod: torch.nn.Module = torch.nn.Linear(layer.in_channels, layer.out_channels)
+        x = torch.randn(layer.in_hw[1], layer.in_channels)
+    else:
+        mod = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride,
+                              layer.padding, groups=layer.groups)  # fmt: skip
+        x = torch.randn(1, layer.in_channels, *layer.in_hw)
+    times = []
+    with torch.inference_mode():
+        mod(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mod(x)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def vs_torch(runner: Runner, model: str, shape: tuple[int, ...], pairs: list[tuple[int, int]], repeats: int) -> dict:  # fmt: skip
+    """Every layer of ``model`` on the runner at ``pairs`` against fp32 torch, per layer and
+    summed; how many layers the runner wins at each pair, per layer kind."""
+    layers = extract_layers(create_model(model), shape)
+    rows = []
+    for s in layers:
+        row: dict[str, Any] = {"name": s.name, "kind": s.kind, "macs": s.macs}
+        for w, a in pairs:
+            runner(s, w, a, 1)  # compiles
+        for _ in range(repeats):  # alternating, so drift hits both alike
+            row.setdefault("torch", []).append(torch_seconds(s, 3))
+            for w, a in pairs:
+                row.setdefault(f"w{w}a{a}", []).append(runner(s, w, a, 1))
+        rows.append({k: float(np.median(v)) if isinstance(v, list) else v for k, v in row.items()})
+    out: dict = {"model": model, "shape": list(shape), "layers": rows}
+    out["total_s"] = {k: sum(r[k] for r in rows) for k in ["torch"] + [f"w{w}a{a}" for w, a in pairs]}  # fmt: skip
+    for w, a in pairs:
+        key = f"w{w}a{a}"
+        out[f"{key}_faster_than_torch"] = {
+            kind: [sum(r[key] < r["torch"] for r in rows if r["kind"] == kind),
+                   sum(r["kind"] == kind for r in rows)]
+            for kind in sorted({r["kind"] for r in rows})
+        }  # fmt: skip
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runner", default="bitserial", choices=("bitserial", "tvm-bitserial"))
@@ -50,15 +102,28 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per layer and bit pair")
     ap.add_argument("--e2e-repeats", type=int, default=5, help="end-to-end passes per policy")
     ap.add_argument("--work", default="runs/bench-measured", help="table and run directory")
+    ap.add_argument("--threads", type=int, default=1, help="threads of TVM and torch")
+    ap.add_argument("--vs-torch", action="store_true", help="also: per-layer against fp32 torch")
     ap.add_argument("--json", default="benchmarks/results/measured.json")
     args = ap.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     layers = extract_layers(create_model(MODEL), (1, 28, 28))
     out: dict = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()})"}
+    out["torch"] = torch.__version__
     out["runner"], bits = args.runner, [int(b) for b in args.bits.split(",")]
     out["bits_measured"] = bits
     runner = load_runner(args.runner)
+
+    if args.vs_torch:
+        pairs = [(1, 1), (2, 2), (8, 8)]
+        out["vs_torch"] = [vs_torch(runner, MODEL, (1, 28, 28), pairs, args.e2e_repeats),
+                           vs_torch(runner, "mobilenet_v2", (3, 224, 224), pairs, args.e2e_repeats)]  # fmt: skip
+        save(out, args.json)
 
     t0 = time.perf_counter()
     measured = measure_table(layers, args.runner, work / "measured.npz", bits=bits, repeats=args.repeats)  # fmt: skip
@@ -98,12 +163,17 @@ def main() -> int:
     out["table_ratio_searched_vs_w8a8"] = best["cost"]["latency"] / measured.uniform_cost(8).total("latency")  # fmt: skip
     out["heldout_top1"] = {"searched": summary["best"]["accuracy"], "uniform": summary["uniform"]["accuracy"]}  # fmt: skip
     out["uniform_bits"] = summary["uniform"]["bits"]
-    out["date"] = time.strftime("%Y-%m-%d")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    json.dump(out, sys.stdout, indent=2)
+    save(out, args.json)
+    json.dump({k: v for k, v in out.items() if k != "vs_torch"}, sys.stdout, indent=2)
     print()
     return 0
+
+
+def save(out: dict, path: str) -> None:
+    out["date"] = time.strftime("%Y-%m-%d")
+    out["threads"] = os.environ.get("TVM_NUM_THREADS")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
 
 
 def summary_budgets(summary: dict, table) -> list:

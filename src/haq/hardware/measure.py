@@ -45,7 +45,7 @@ def load_runner(spec: str) -> Runner:
     if spec == "tvm-bitserial":
         from haq.hardware import tvm_bitserial
 
-        tvm_bitserial._tvm()  # refused before any layer when TVM is missing
+        tvm_bitserial.require_tvm()  # refused before any layer when TVM is missing
         return tvm_bitserial.time_layer
     return load_callable(spec, "runner")
 
