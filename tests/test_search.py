@@ -1,5 +1,6 @@
 """The search: budgets, the environment, the agent, the runner (tiny model, digits data)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -210,69 +211,31 @@ def test_agent_learns_a_known_optimum():
     assert np.abs(action_to_bits(np.array(greedy), 1, 8) - target).sum() <= 5  # of 9.75
 
 
-def _reference_mlp(params: dict, x: torch.Tensor, sigmoid: bool) -> torch.Tensor:
-    h1 = torch.relu(x @ params["w1"].T + params["b1"])
-    h2 = torch.relu(h1 @ params["w2"].T + params["b2"])
-    y = h2 @ params["w3"].T + params["b3"]
-    return torch.sigmoid(y) if sigmoid else y
-
-
 def test_hand_written_agent_step_matches_autograd():
-    """Two train steps of the hand-written DDPG against the same maths through autograd and
-    torch.optim.Adam: losses, both networks and both target networks must agree."""
+    """Train steps of the hand-written DDPG against the reference learner of the same class
+    (``Net`` modules, autograd, torch.optim.Adam): losses, both networks, both target networks,
+    the baseline and the actions must agree."""
     cfg = DDPGConfig(hidden=16, batch_size=8, seed=3, baseline_alpha=0.5, tau=0.1)
     d = 4
-    agent = DDPG(d, 6, cfg)
+    fast, ref = DDPG(d, 6, cfg), DDPG(d, 6, dataclasses.replace(cfg, autograd=True))
+    assert isinstance(ref.nets[0], torch.nn.Module)
     rng = np.random.default_rng(0)
-    agent.observe_episode(rng.random((6, d), dtype=np.float32), rng.random(6), 0.7)
-    agent.observe_episode(rng.random((6, d), dtype=np.float32), rng.random(6), -0.2)
-
-    def leaf(net):
-        return {k: v.detach().clone().requires_grad_(True) for k, v in net.p.items()}
-
-    actor, critic = leaf(agent.actor), leaf(agent.critic)
-    actor_t, critic_t = leaf(agent.actor_target), leaf(agent.critic_target)
-    actor_opt = torch.optim.Adam(actor.values(), lr=cfg.actor_lr)
-    critic_opt = torch.optim.Adam(critic.values(), lr=cfg.critic_lr)
-    baseline = None
-    for _ in range(2):
-        batch = agent.buffer.sample(rng, cfg.batch_size)
-        s, a, s2 = batch[:, :d], batch[:, d : d + 1], batch[:, d + 3 :]
-        r, done = batch[:, d + 1 : d + 2], batch[:, d + 2 : d + 3]
-        m = float(r.mean())
-        baseline = m if baseline is None else baseline + 0.5 * (m - baseline)
-        with torch.no_grad():
-            nq = _reference_mlp(
-                critic_t, torch.cat([s2, _reference_mlp(actor_t, s2, True)], 1), False
-            )
-            target = (r - baseline) + (1 - done) * nq
-        critic_loss = torch.nn.functional.mse_loss(
-            _reference_mlp(critic, torch.cat([s, a], 1), False), target
-        )
-        critic_opt.zero_grad()
-        critic_loss.backward()
-        critic_opt.step()
-        actor_loss = -_reference_mlp(
-            critic, torch.cat([s, _reference_mlp(actor, s, True)], 1), False
-        ).mean()
-        actor_opt.zero_grad()
-        actor_loss.backward()
-        actor_opt.step()
-        with torch.no_grad():
-            for tgt, src in ((actor_t, actor), (critic_t, critic)):
-                for k in tgt:
-                    tgt[k].lerp_(src[k], cfg.tau)
-        got = agent.train_step(batch)
-        assert got == pytest.approx((critic_loss.item(), actor_loss.item()), rel=1e-5, abs=1e-7)
-        for ref, net in (
-            (actor, agent.actor),
-            (critic, agent.critic),
-            (actor_t, agent.actor_target),
-            (critic_t, agent.critic_target),
-        ):
-            for k in ref:
-                torch.testing.assert_close(net.p[k], ref[k].detach(), rtol=1e-5, atol=1e-6)
-    assert agent.baseline == pytest.approx(baseline)
+    for agent in (fast, ref):
+        rows = np.random.default_rng(1)
+        agent.observe_episode(rows.random((6, d), dtype=np.float32), rows.random(6), 0.7)
+        agent.observe_episode(rows.random((6, d), dtype=np.float32), rows.random(6), -0.2)
+    for _ in range(5):
+        batch = fast.buffer.sample(rng, cfg.batch_size)
+        got, want = fast.train_step(batch), ref.train_step(batch.clone())
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+        for key in DDPG._NETS:
+            a, b = getattr(fast, key).flat, getattr(ref, key).flat
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert fast.baseline == pytest.approx(ref.baseline)
+    state = np.full(d, 0.5, dtype=np.float32)
+    assert fast.mean_action(state) == pytest.approx(ref.mean_action(state), abs=1e-6)
+    # the reference's modules train the agent's own weights (aliased), not copies
+    assert ref.nets[0].w1.data_ptr() == ref.actor.p["w1"].data_ptr()
 
 
 # --- runner ----------------------------------------------------------------------------------

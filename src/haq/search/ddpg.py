@@ -12,8 +12,11 @@ the paper's schedule makes one minibatch update per decision, 106 per episode on
 reference model, and at batch 64 with 300 units the matrix products are so small that
 autograd's graph, the optimizer's per-tensor loops and the module calls cost as much as the
 arithmetic. The agent should stay a small share of the search time (target: under 5 %); the
-explicit version does the same mathematics (checked against autograd in the tests) in about
-half the time.
+explicit version does the same mathematics in about half the time
+(``benchmarks/bench_agent.py --autograd``). The readable version is here too, as the
+reference: :class:`Net` (an ``nn.Module`` over the same parameters) trained through autograd
+and ``torch.optim.Adam`` with ``DDPGConfig(autograd=True)``; the tests hold both to the same
+losses and weights.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from haq.options import SEED_MAX, opt
 
@@ -66,6 +70,7 @@ class DDPGConfig:
         high=64,
     )
     baseline_alpha: float = 0.5  # moving-average reward baseline
+    autograd: bool = False  # learn through Net + autograd + torch Adam: the reference, slower
     seed: int = opt(
         0,
         "seed of the search strategy: the agent's networks and noise, the random strategy's "
@@ -184,6 +189,30 @@ class MLP:
         return self.forward(x)[0]
 
 
+class Net(nn.Module):
+    """The same network as an ``nn.Module`` for autograd, its parameters aliasing an
+    :class:`MLP`'s (so the flat vector, the target update and checkpoints are shared)."""
+
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+    w3: Tensor
+    b3: Tensor
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        self.sigmoid = mlp.sigmoid
+        for name, view in mlp.p.items():
+            self.register_parameter(name, nn.Parameter(view))  # shares the storage
+
+    def forward(self, x: Tensor) -> Tensor:
+        h1 = F.relu(F.linear(x, self.w1, self.b1))
+        h2 = F.relu(F.linear(h1, self.w2, self.b2))
+        y = F.linear(h2, self.w3, self.b3)
+        return torch.sigmoid(y) if self.sigmoid else y
+
+
 class ReplayBuffer:
     """A ring buffer of transitions, one float32 row each: ``[s, a, r, done, s']``.
 
@@ -232,9 +261,15 @@ class DDPG:
         self.critic_target = MLP(state_dim + 1, cfg.hidden, sigmoid=False, gen=gen)
         self.actor_target.flat.copy_(self.actor.flat)
         self.critic_target.flat.copy_(self.critic.flat)
-        # torch's fused Adam: one kernel over each network's flat vector
-        self.actor_opt = torch.optim.Adam([self.actor.flat], lr=cfg.actor_lr, fused=True)
-        self.critic_opt = torch.optim.Adam([self.critic.flat], lr=cfg.critic_lr, fused=True)
+        if cfg.autograd:  # the reference: modules over the same parameters, torch's Adam
+            self.nets = Net(self.actor), Net(self.critic)
+            actor_params: list[Tensor] = list(self.nets[0].parameters())
+            critic_params: list[Tensor] = list(self.nets[1].parameters())
+            fused = False
+        else:  # torch's fused Adam: one kernel over each network's flat vector
+            actor_params, critic_params, fused = [self.actor.flat], [self.critic.flat], True
+        self.actor_opt = torch.optim.Adam(actor_params, lr=cfg.actor_lr, fused=fused)
+        self.critic_opt = torch.optim.Adam(critic_params, lr=cfg.critic_lr, fused=fused)
         self.buffer = ReplayBuffer(cfg.replay_episodes * decisions_per_episode, state_dim)
         self.rng = np.random.default_rng(cfg.seed)
         self.baseline: float | None = None
@@ -296,7 +331,6 @@ class DDPG:
         cfg, d = self.cfg, self.state_dim
         s, sa, s2 = batch[:, :d], batch[:, : d + 1], batch[:, d + 3 :]
         r, done = batch[:, d + 1 : d + 2], batch[:, d + 2 : d + 3]
-        n = batch.shape[0]
         batch_mean = float(r.mean())
         if self.baseline is None:
             self.baseline = batch_mean
@@ -305,6 +339,30 @@ class DDPG:
         # critic: regress Q(s, a) on (r - baseline) + discount * Q'(s', mu'(s'))
         next_q = self.critic_target(torch.cat([s2, self.actor_target(s2)], 1))
         target = (r - self.baseline) + cfg.discount * (1.0 - done) * next_q
+        step = self._autograd_step if cfg.autograd else self._explicit_step
+        losses = step(s, sa, target)
+        # targets <- (1 - tau) targets + tau online
+        self.actor_target.flat.lerp_(self.actor.flat, cfg.tau)
+        self.critic_target.flat.lerp_(self.critic.flat, cfg.tau)
+        return losses
+
+    def _autograd_step(self, s: Tensor, sa: Tensor, target: Tensor) -> tuple[float, float]:
+        """The critic's and the actor's step through autograd (the reference)."""
+        actor, critic = self.nets
+        critic_loss = F.mse_loss(critic(sa), target)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        # actor: ascend Q(s, mu(s)); the critic's gradients from this are cleared before use
+        actor_loss = -critic(torch.cat([s, actor(s)], 1)).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        return critic_loss.item(), actor_loss.item()
+
+    def _explicit_step(self, s: Tensor, sa: Tensor, target: Tensor) -> tuple[float, float]:
+        """The same two steps, back-propagated by hand into the flat gradient vectors."""
+        n, d = s.shape
         q, cache = self.critic.forward(sa)
         err = q - target
         critic_loss = float(err.square().mean())
@@ -319,9 +377,6 @@ class DDPG:
         assert dmu is not None
         self.actor.backward(actor_cache, dmu, param_grads=True)
         self.actor_opt.step()
-        # targets <- (1 - tau) targets + tau online
-        self.actor_target.flat.lerp_(self.actor.flat, cfg.tau)
-        self.critic_target.flat.lerp_(self.critic.flat, cfg.tau)
         return critic_loss, actor_loss
 
     # --- checkpointing -------------------------------------------------------------------
