@@ -132,3 +132,6 @@ def test_measure_writes_a_table_the_search_accepts_and_resumes_after_a_kill(tiny
     summary = search(cfg, tmp_path / "run", progress=False)
     assert summary["best"]["cost"]["latency"] <= summary["budgets"]["latency"]["limit"] * (1 + 1e-9)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["hardware"] == str(out)
+    # costing it for another model: refused in one line that names the model it was made for
+    code, _, err = run_cli(["cost", "--model", "mobilenet_v2_fmnist", "--hardware", str(out)])
+    assert code == 2 and "(measured for --model tests.conftest:TinyNet)" in err

@@ -140,7 +140,15 @@ def cmd_measure(args: MeasureOptions) -> int:
 
     try:
         table = measure_table(
-            layers, args.runner, args.out, bits, args.batch, args.repeats, args.warmup, progress
+            layers,
+            args.runner,
+            args.out,
+            bits,
+            args.batch,
+            args.repeats,
+            args.warmup,
+            progress,
+            model=args.model,
         )
     finally:
         for bar in bars:

@@ -85,9 +85,11 @@ def measure_table(
     repeats: int = 5,
     warmup: int = 1,
     progress: Callable[[int, int, float], None] | None = None,
+    model: str = "",
 ) -> CostTable:
     """Time every layer at ``bits`` x ``bits`` with the runner and write the table to ``out``
-    (``.npz``); ``progress(done, total, seconds_so_far)`` after each layer."""
+    (``.npz``); ``progress(done, total, seconds_so_far)`` after each layer. ``model`` (how the
+    layers' model was named) is kept in the table, to name it when the table is refused."""
     out = Path(out)
     bits = sorted(set(bits))
     if not bits or not all(1 <= b <= 8 for b in bits):
@@ -106,7 +108,7 @@ def measure_table(
         if progress:
             progress(i + 1, len(layers), time.perf_counter() - t0)
     table = _table(layers, [done[_shape_key(s)] for s in layers], bits, runner_spec, batch, out)
-    table.meta.update(repeats=repeats, warmup=warmup)
+    table.meta.update(repeats=repeats, warmup=warmup, **({"model": model} if model else {}))
     table.save(out)
     partial.unlink(missing_ok=True)
     return table

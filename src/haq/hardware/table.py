@@ -311,7 +311,10 @@ def _fits_model(
             if i is None
             else f"its layer {i} is {theirs[i][0]!r} ({theirs[i][1]} weights), the model's {mine[i][0]!r} ({mine[i][1]} weights)"
         )
-        raise HaqError(f"{path} is a table of another model: {where}")
+        made_for = (
+            f" (measured for --model {table.meta['model']})" if table.meta.get("model") else ""
+        )
+        raise HaqError(f"{path} is a table of another model: {where}{made_for}")
     return table
 
 
