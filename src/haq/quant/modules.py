@@ -28,6 +28,13 @@ class QuantLayer(nn.Module):
     Biases stay in float (as in the reference code).
     """
 
+    layer: nn.Conv2d | nn.Linear
+    w_clip: Tensor  # buffers (typed here: register_buffer is untyped)
+    assign: Tensor
+    counts: Tensor
+    centroids: nn.Parameter
+    a_clip: nn.Parameter
+
     def __init__(
         self,
         layer: nn.Conv2d | nn.Linear,

@@ -26,7 +26,7 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HaqError(f"cannot create report directory {str(out)!r}: {err.strerror}") from err
-    figures: list[tuple[str, Path]] = []
+    figures: list[tuple[str, Path | None]] = []  # None: a figure the run has none of
     figures.append(("Per-layer bits of the best policy", plots.bits_figure(runs, out / "bits.png")))
     for run in runs:
         tag = run.name
@@ -46,7 +46,7 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
         )
     )
     page = out / "index.html"
-    atomic_write_text(page, _html(runs, figures))
+    atomic_write_text(page, _html(runs, [(t, p) for t, p in figures if p is not None]))
     return page
 
 

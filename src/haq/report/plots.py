@@ -98,7 +98,7 @@ def cost_figure(run: RunData, path: Path) -> Path:
         return _save(fig, path)
 
 
-def roofline_figure(run: RunData, path: Path) -> Path:
+def roofline_figure(run: RunData, path: Path) -> Path | None:
     """Operational intensity (MACs per DRAM byte) vs attainable MAC/s, at w8a8 and at the
     best policy, under the hardware's roofs."""
     hw = run.table.hardware
