@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -144,7 +144,7 @@ def preprocess_for(
     ratio = rec.get("crop_ratio", 1.0 if builtin is not None else 0.875)
     scale = rec.get("min_crop_scale", Preprocess.min_crop_scale)
     return Preprocess(
-        tuple(meta.input_shape),
+        cast("tuple[int, int, int]", tuple(meta.input_shape)),
         mean,
         std,
         ratio if crop_ratio is None else crop_ratio,

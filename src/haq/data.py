@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -252,7 +252,7 @@ def make_loader(
     n_workers = default_workers() if workers is None else workers
     ours = isinstance(data, FolderData)  # a user's dataset class may not survive pickling
     return torch.utils.data.DataLoader(
-        data,
+        cast("torch.utils.data.Dataset[Any]", data),
         batch_size=batch_size,
         sampler=SeededSampler(len(data), shuffle, seed, seeds=data.train, repeat=persistent),
         num_workers=n_workers,

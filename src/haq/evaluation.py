@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -157,7 +157,7 @@ def eval_on_test(
     from haq.costing import model_cost_table, policy_report
 
     net, meta = resolve_model(model.model_name(), model.checkpoint, model.weights)
-    shape = tuple(meta.input_shape)
+    shape = cast("tuple[int, int, int]", tuple(meta.input_shape))
     train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     check_outputs(net, shape, test.num_classes, data.dataset)
     built = EvalSetup.build(net, train.view(True), test, quant, workers=data.workers, **setup)

@@ -76,8 +76,8 @@ class Policy:
     def from_arrays(
         cls,
         names: Sequence[str],
-        w_bits: Sequence[int],
-        a_bits: Sequence[int],
+        w_bits: Sequence[int] | np.ndarray,
+        a_bits: Sequence[int] | np.ndarray,
         mode: str = "linear",
         info: dict[str, Any] | None = None,
     ) -> Policy:

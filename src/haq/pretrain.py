@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -54,7 +55,7 @@ def pretrain(
     acc = evaluate(model, make_loader(test, inference_batch(test, 512)), progress=True)
     meta = CheckpointMeta(
         model=model_spec,
-        input_shape=train.input_shape,
+        input_shape=cast("tuple[int, int, int]", train.input_shape),
         dataset=dataset,
         preprocess=prep.to_dict() if dataset.startswith("imagefolder:") else {},
         accuracy={"top1": acc.top1, "top5": acc.top5},

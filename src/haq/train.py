@@ -59,7 +59,7 @@ def evaluate(
 ) -> Accuracy:
     """Top-1/top-5 accuracy (%) of ``model`` on ``loader``; the model is left in eval mode."""
     dev = pick_device(device) if device is not None else _model_device(model)
-    model.to(dev, memory_format=_memory_format(dev)).eval()
+    model.to(dev, memory_format=_memory_format(dev)).eval()  # type: ignore[call-overload]
     sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, top-1, top-5 hits
     n = 0
     for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
@@ -176,7 +176,7 @@ def _train(
 ) -> None:
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     dev = pick_device(device) if device is not None else _model_device(model)
-    model.to(dev, memory_format=_memory_format(dev)).train()
+    model.to(dev, memory_format=_memory_format(dev)).train()  # type: ignore[call-overload]
     forward = torch.compile(model) if spec.compile else model
     cuda = dev.type == "cuda"
     params = [p for p in model.parameters() if p.requires_grad]

@@ -72,7 +72,7 @@ def _from_quantized(
     q, policy = rebuild_quantized(payload)
     if policy_path is not None and Policy.load(policy_path).key() != policy.key():
         raise HaqError(f"{policy_path} differs from the policy stored in {path}")
-    info = {k: payload[k] for k in ("model", "model_kwargs", "input_shape") if k in payload}
+    info: dict[str, Any] = {k: payload[k] for k in ("model", "model_kwargs", "input_shape") if k in payload}  # fmt: skip
     return q, policy, info, f"finetuned quantized checkpoint {path}"
 
 

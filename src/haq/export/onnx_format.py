@@ -105,6 +105,7 @@ class _QdqQuant(torch.autograd.Function):
 
 
 class _ExportLayer(nn.Module):
+    w_scale: Tensor  # a buffer
     """A QuantLayer for tracing: weights and input through the format's quantization op."""
 
     def __init__(self, q: QuantLayer, fmt: str) -> None:

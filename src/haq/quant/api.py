@@ -50,7 +50,7 @@ def quantize(
 
 
 def quant_layer(
-    layer: nn.Module,
+    layer: nn.Conv2d | nn.Linear,
     name: str,
     weight: Tensor,
     w_bits: int,
@@ -78,7 +78,7 @@ def quant_layer(
     )
 
 
-def _get(model: nn.Module, name: str) -> nn.Module:
+def _get(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
     module = model.get_submodule(name)
     if not isinstance(module, (nn.Conv2d, nn.Linear)):
         raise HaqError(f"layer {name!r} is a {type(module).__name__}, not Conv2d/Linear")

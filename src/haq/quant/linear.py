@@ -17,6 +17,7 @@ quantized weights (``"mse"``: minimising the squared error, ``"max"``: always ma
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -285,6 +286,11 @@ def _mse_scores(rows: np.ndarray, tops: np.ndarray, bits: int) -> tuple[np.ndarr
     return clips, scores
 
 
+def _exact_kl(counts: np.ndarray, cands: np.ndarray, levels: int, k: int) -> float:
+    """The exact KL score of candidate ``k`` (a clip at bin ``cands[k]``)."""
+    return _kl_at(counts, int(cands[k]), levels)
+
+
 def _first_min(scores: np.ndarray, exact: Callable[[int], float]) -> int | None:
     """The candidate the one-row search picks (the first strict minimum of the ``exact``
     scores), from approximate ``scores``: only candidates within rounding of the best are
@@ -318,7 +324,7 @@ def _kl_clips(rows: np.ndarray, bits: int, n_bins: int = 512) -> list[float]:
     cands, scores = _kl_scores(np.asarray([h for h, _ in hists], dtype=np.float64), bits)
     for j, (hist, edges) in enumerate(hists):
         counts = hist.astype(np.float64)
-        pick = _first_min(scores[j], lambda k, c=counts: _kl_at(c, int(cands[k]), levels))
+        pick = _first_min(scores[j], partial(_exact_kl, counts, cands, levels))
         out[live[j]] = float(edges[cands[pick] if pick is not None else n_bins])
     return out
 

@@ -17,7 +17,7 @@ from haq.hardware import ARCHS
 from haq.report.data import RunData
 from haq.search.budget import format_value
 
-STYLE = {
+STYLE: Any = {  # matplotlib's stubs type rc keys as literals
     "figure.dpi": 110,
     "font.size": 9,
     "axes.titlesize": 10,

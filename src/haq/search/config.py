@@ -207,7 +207,9 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
         something else is an error, not silently replaced."""
         default = SearchConfig()
         for key, value in overrides.items():
-            obj, base, name = self, default, key
+            obj: Any = self
+            base: Any = default
+            name = key
             if key.startswith("ddpg."):
                 obj, base, name = self.ddpg, default.ddpg, key.split(".", 1)[1]
             now = getattr(obj, name)

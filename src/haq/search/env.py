@@ -73,7 +73,11 @@ class Episode:
         ).astype(np.float32)
 
     def actions_to_bits(
-        self, actions: Sequence[float], min_bit: int, max_bit: int, default_a_bits: int = 8
+        self,
+        actions: Sequence[float] | np.ndarray,
+        min_bit: int,
+        max_bit: int,
+        default_a_bits: int = 8,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-layer (w_bits, a_bits) from an episode's actions."""
         bits = action_to_bits(np.asarray(actions), min_bit, max_bit)

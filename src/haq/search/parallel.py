@@ -14,6 +14,7 @@ as the search process would) and then evaluates the policies sent to it, one at 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -113,7 +114,7 @@ class RayPool:
                 _probe(address, where)
             try:
                 if address:
-                    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
                 else:
                     _start_local_ray(ray)
             except (Exception, SystemExit) as err:  # Ray raises, or exits, when it cannot

@@ -143,9 +143,9 @@ class Search:
         new = [k for k in first if k not in self.state.cache]
         outcomes = self.pool.evaluate([self.policy(*policies[first[k]]) for k in new])
         fresh = dict(zip(new, outcomes, strict=True))
-        for k, o in fresh.items():
-            self.state.cache[k] = o.accuracy
-            self.state.busy_s += o.eval_s
+        for k, done in fresh.items():
+            self.state.cache[k] = done.accuracy
+            self.state.busy_s += done.eval_s
         self.state.evaluations += len(new)  # the search's cost (not the uniform check's)
         out: list[tuple[Evaluated, Outcome | None]] = []
         for i, k in enumerate(keys):

@@ -159,7 +159,11 @@ def resolve_config(
         wanted.ddpg = replace(wanted.ddpg, sigma_decay=saved.ddpg.sigma_decay)
     if wanted.episodes is None:
         wanted.episodes = saved.episodes
-    if saved.episodes is not None and wanted.episodes < saved.episodes:
+    if (
+        saved.episodes is not None
+        and wanted.episodes is not None
+        and wanted.episodes < saved.episodes
+    ):
         raise HaqError(
             f"--episodes {wanted.episodes}: {out} was started for {saved.episodes} episodes; "
             "a resumed run can only grow; nothing was changed"

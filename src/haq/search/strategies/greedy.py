@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from haq.search.planners import plan_greedy
 from haq.search.sensitivity import Sensitivity
 from haq.search.strategies.base import StrategyInfo
 from haq.search.strategies.planned import Planned
@@ -13,7 +12,7 @@ from haq.search.strategies.planned import Planned
 
 class Greedy(Planned):
     def make_plan(self, sens: Sensitivity) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [plan_greedy(*self.limits(), sens.pair_table(), *self.bits())]
+        return [self.greedy(sens.pair_table())]
 
 
 INFO = StrategyInfo("greedy", "greedy on sensitivities", 1, seeded=False, factory=Greedy)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from haq.search.planners import act_weights, plan_ilp
+from haq.search.planners import act_weights
 from haq.search.sensitivity import Sensitivity
 from haq.search.strategies.base import StrategyInfo
 from haq.search.strategies.planned import Planned
@@ -17,7 +17,7 @@ class ILP(Planned):
         plans: list[tuple[np.ndarray, np.ndarray]] = []
         for act_weight in act_weights(int(self.cfg.episodes or 1)):
             score = sens.pair_table(act_weight)
-            plans += plan_ilp(*self.limits(), score, *self.bits(), k=1, exclude=plans)
+            plans += self.ilp(score, exclude=plans)
         return plans
 
 

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from haq.search.planners import Bits, plan_greedy, plan_ilp
 from haq.search.sensitivity import Sensitivity, measure_sensitivity
 from haq.search.strategies.base import Draft, Strategy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from haq.search.state import SearchState
 
 
@@ -47,10 +50,14 @@ class Planned(Strategy):
         w, a = self.plan[episode]
         return Draft(np.array(w), np.array(a))
 
-    def limits(self) -> tuple:
+    def ilp(self, score: np.ndarray, exclude: Sequence[Bits] = ()) -> list[Bits]:
+        """The policy of least total ``score`` under the run's budgets, bits and pins, other
+        than those in ``exclude`` (none if every allowed policy is excluded)."""
         c = self.ctx
-        return (c.table, c.budgets)
+        return plan_ilp(c.table, c.budgets, score, self.cfg.min_bit, self.cfg.max_bit,
+                        c.pinned_w, c.pinned_a, self.weights_only, k=1, exclude=exclude)  # fmt: skip
 
-    def bits(self) -> tuple:
+    def greedy(self, score: np.ndarray) -> Bits:
         c = self.ctx
-        return (self.cfg.min_bit, self.cfg.max_bit, c.pinned_w, c.pinned_a, self.weights_only)
+        return plan_greedy(c.table, c.budgets, score, self.cfg.min_bit, self.cfg.max_bit,
+                           c.pinned_w, c.pinned_a, self.weights_only)  # fmt: skip

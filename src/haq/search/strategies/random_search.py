@@ -27,7 +27,7 @@ class RandomSearch(Strategy):
         return Draft(w, a)
 
     def save(self, state: SearchState) -> None:
-        state.random_rng = self.rng.bit_generator.state
+        state.random_rng = dict(self.rng.bit_generator.state)
 
     def load(self, state: SearchState) -> None:
         if state.random_rng is None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from haq.search.planners import act_weights, plan_ilp
+from haq.search.planners import act_weights
 from haq.search.sensitivity import Sensitivity
 from haq.search.strategies.base import Draft, Proposal, StrategyInfo
 from haq.search.strategies.planned import Planned
@@ -38,7 +38,7 @@ class Refine(Planned):
     def make_plan(self, sens: Sensitivity) -> list[tuple[np.ndarray, np.ndarray]]:
         plans: list[tuple[np.ndarray, np.ndarray]] = []
         for act_weight in act_weights(min(SEED_PLANS, int(self.cfg.episodes or 1))):
-            plans += plan_ilp(*self.limits(), sens.pair_table(act_weight), *self.bits(), k=1, exclude=plans)  # fmt: skip
+            plans += self.ilp(sens.pair_table(act_weight), exclude=plans)
         return plans
 
     def prepare(self, state: SearchState) -> float | None:
@@ -58,7 +58,7 @@ class Refine(Planned):
             return super().ask(episode)
         known = [(np.array(w), np.array(a)) for w, a, _ in self.evaluated]
         known += [(np.array(w), np.array(a)) for w, a in self.plan] + self.pending
-        found = plan_ilp(*self.limits(), self.corrected_score(), *self.bits(), k=1, exclude=known)  # fmt: skip
+        found = self.ilp(self.corrected_score(), exclude=known)
         if not found:  # every policy the budget allows was evaluated: repeat the best
             w, a, _ = min(self.evaluated, key=lambda e: e[2])
             return Draft(np.array(w), np.array(a))
