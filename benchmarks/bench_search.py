@@ -84,6 +84,9 @@ SCENARIOS |= TIGHT
 SCENARIOS |= {  # the same on the ResNet-style reference model
     f"{name}-resnet": spec | {"model": "resnet_fmnist"} for name, spec in TIGHT.items()
 }
+# its smallest bismo-edge latency (2-bit layers, first and last at 8) is 0.332x of w8a8: 0.3x
+# is infeasible there, 0.35x is as close above the floor as 0.3x is on the MobileNet-V2 one
+SCENARIOS["tight-edge-latency-resnet"] |= {"budgets": {"latency": "0.35x"}}
 STRATEGIES = (
     "haq",
     "random",
