@@ -287,7 +287,7 @@ def bounded_episode(s: Agent, episode: int, with_state: bool) -> Draft:
                 np.float32
             )
         act = s.agent.act(st, episode)
-        bit = int(min(action_to_bits(act, cfg.min_bit, cfg.max_bit), bmax))
+        bit = min(int(action_to_bits(act, cfg.min_bit, cfg.max_bit)), bmax)
         if action_to_bits(act, cfg.min_bit, cfg.max_bit) > bmax:
             act = (bmax - cfg.min_bit + 0.5) / span
         pinned = (c.pinned_w if is_w else c.pinned_a)[i] > 0
@@ -313,7 +313,9 @@ def scenario(run_dir: Path) -> tuple[SearchConfig, SearchContext, np.ndarray, fl
         )
     score = Sensitivity.from_dict(sensitivity).pair_table()
     summary = json.loads((run_dir / "summary.json").read_text())
-    model, meta = load_checkpoint(cfg.checkpoint or builtin_checkpoint(cfg.model), cfg.model)
+    ckpt = cfg.checkpoint or (builtin_checkpoint(cfg.model) if cfg.model else None)
+    assert ckpt is not None, "a run of a shipped model or with a checkpoint"
+    model, meta = load_checkpoint(ckpt, cfg.model)
     layers = extract_layers(model, tuple(meta.input_shape))
     table = cost_table(layers, load_hardware(cfg.hardware, cfg.batch))
     budgets = [parse_budget(m, text, table) for m, text in cfg.budgets.items()]

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -31,7 +32,7 @@ from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 
-CASES = (
+CASES: tuple[tuple[str, tuple[int, int, int], dict[str, Any]], ...] = (
     ("mobilenet_v2", (3, 64, 64), {"num_classes": 10}),
     ("mobilenet_v2_fmnist", (1, 28, 28), {}),
 )
@@ -88,7 +89,7 @@ def compiled_step(batch: int, repeats: int) -> dict[str, float]:
     calib = Calibration(model, [(x, y)], batches=1)
     q = quantize(model, Policy.uniform("w8a8", calib.layer_names), calibration=calib)
     qc = quantize(model, Policy.uniform("w8a8", calib.layer_names), calibration=calib)
-    compiled = _train_step(torch.compile(qc), x, y)
+    compiled = _train_step(cast(torch.nn.Module, torch.compile(qc)), x, y)
     t = time.perf_counter()
     compiled()
     compile_s = time.perf_counter() - t

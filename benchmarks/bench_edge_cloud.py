@@ -92,7 +92,9 @@ def load_images(folder: Path, views: int, seed: int) -> tuple[torch.Tensor, torc
         label = int(re.match(r"imagenet_\d+_(\d+)\.jpg", f.name).group(1))  # type: ignore[union-attr]
         im = Image.open(f).convert("RGB")
         scale = 256 / min(im.size)
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR)
+        im = im.resize(
+            (round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR
+        )
         img = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
         h, w = img.shape[1:]
         centre = _crop(img, (h - 224) // 2, (w - 224) // 2)

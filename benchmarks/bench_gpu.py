@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from haq.checkpoint import import_model, load_checkpoint, preprocess_for
-from haq.data import load_dataset, make_loader
+from haq.data import TensorData, load_dataset, make_loader
 from haq.hostmem import tune_host_allocator
 from haq.models import create_model
 from haq.policy import Policy
@@ -74,6 +75,7 @@ def make_folder(root: Path, n_train: int, n_val: int, side: int, workers: int) -
     jobs = []
     for split, train, count in (("train", True, n_train), ("val", False, n_val)):
         data = load_dataset("fashion-mnist", train=train)
+        assert isinstance(data, TensorData)
         pixels = ((data.images[:count, 0] * 0.3530 + 0.2860) * 255).round().clamp(0, 255)
         pixels_np, labels = pixels.to(torch.uint8).numpy(), data.labels[:count].tolist()
         step = max(1, -(-count // (4 * workers)))
@@ -169,7 +171,7 @@ def model_throughput(
     """Images/s of fp32 and each quantized spec, training step and inference, at ``batch``
     (channels_last on CUDA, as haq runs), and each spec's ratio to fp32."""
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
-    model = model.to(dev, memory_format=fmt)
+    model = model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, *shape, generator=gen).to(dev, memory_format=fmt)
     y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     tune_host_allocator()
-    size = dict(TINY if args.tiny else FULL)
+    size: dict[str, Any] = dict(TINY if args.tiny else FULL)
     if args.images:
         size["images"] = args.images
     dev = pick_device(args.device)
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model, _ = load_checkpoint(ckpt)
     for b in size["batches"]:
-        step(f"model_b{b}", lambda b=b: model_throughput(model, shape, b, dev))
+        step(f"model_b{b}", partial(model_throughput, model, shape, b, dev))
     data = ["--checkpoint", str(ckpt), "--model", "mobilenet_v2"]
     data += ["--dataset", f"imagefolder:{folder / 'train'}", "--workers", str(workers)]
     device = ["--device", str(dev)]

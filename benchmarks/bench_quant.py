@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 from haq.checkpoint import builtin_checkpoint, load_checkpoint
-from haq.data import TensorLoader, load_dataset
+from haq.data import TensorData, TensorLoader, load_dataset
 from haq.policy import Policy
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
@@ -52,11 +53,14 @@ def main() -> None:
     args = ap.parse_args()
     train = load_dataset("fashion-mnist", train=True)
     test = load_dataset("fashion-mnist", train=False)
+    assert isinstance(train, TensorData) and isinstance(test, TensorData)
     test_loader = TensorLoader(test, 512)
     results = {}
     for name in args.models:
-        model, _ = load_checkpoint(builtin_checkpoint(name))
-        r: dict[str, object] = {}
+        ckpt = builtin_checkpoint(name)
+        assert ckpt is not None, name
+        model, _ = load_checkpoint(ckpt)
+        r: dict[str, Any] = {}
         t = time.perf_counter()
         calib = Calibration(model, TensorLoader(train, 256), batches=2)
         r["calibration_s"] = time.perf_counter() - t

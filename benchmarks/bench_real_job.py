@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from haq.checkpoint import import_model, load_checkpoint, preprocess_for
-from haq.data import load_dataset, make_loader
+from haq.data import TensorData, load_dataset, make_loader
 from haq.models import create_model
 from haq.policy import Policy
 from haq.quant.api import quantize
@@ -62,6 +62,7 @@ def make_folder(root: Path, n: int) -> Path:
     train = load_dataset("fashion-mnist", train=True)
     test = load_dataset("fashion-mnist", train=False)
     for split, data, count in (("train", train, n), ("val", test, VAL_IMAGES)):
+        assert isinstance(data, TensorData)
         pixels = ((data.images[:count, 0] * 0.3530 + 0.2860) * 255).round().clamp(0, 255)
         for i, (img, y) in enumerate(
             zip(pixels.to(torch.uint8).numpy(), data.labels[:count].tolist(), strict=True)

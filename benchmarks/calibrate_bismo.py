@@ -26,7 +26,7 @@ from haq.hardware.table import cost_table
 from haq.layers import extract_layers
 from haq.models import create_model
 
-GRID = {
+GRID: dict[str, list[float]] = {
     "dram_bandwidth_gbs": [1.6, 3.2, 6.4, 12.8, 25.6],
     "dk": [64, 128, 256],
     "instr_overhead_cycles": [0, 1],

@@ -349,7 +349,7 @@ def update_readme(results: dict[str, Any], readme: Path) -> None:
         pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- /{marker} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"{readme}: no <!-- {marker} --> ... <!-- /{marker} --> block")
-        text = pattern.sub(lambda m, b=body: m.group(1) + b + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)  # noqa: B023 (used at once)
     readme.write_text(text)
 
 
