@@ -91,7 +91,7 @@ def _pack_expr(x: Any, gg: Any, row: Any, b: Any, kk: Any, per: int, dtype: str)
     return acc.astype(dtype)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # a whole network at a few policies (bench_measured end to end)
 def _kernel(g: int, m: int, n: int, k: int, w_bits: int, a_bits: int) -> Any:
     """The compiled module; its ``main(codes (g, m, words * word / 8) uint64 of bytes, weight planes
     (g, n, w, words) uint<word>, out (g, m, n) int32)``."""
