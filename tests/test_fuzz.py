@@ -216,6 +216,7 @@ def test_fuzzed_numeric_options_are_refused_in_one_line_or_accepted(
         (["finetune", "--epochs", "nan"], "argument --epochs: must be a finite number"),
         (["eval", "--finetune-steps", "1.5"], "argument --finetune-steps: not an integer: '1.5'"),
         (["search", "--min-bit", "6", "--max-bit", "4"], "bit range 6..4"),
+        (["search", "--compile", "--mode", "kmeans", "--size", "0.3x"], "--compile works with"),
     ],
 )
 def test_numeric_refusals_name_the_flag(argv: list[str], message: str) -> None:

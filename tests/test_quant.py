@@ -270,3 +270,43 @@ def test_finetune_under_torch_compile_trains_the_quantized_model(tiny_net, digit
     top = [evaluate(m, TensorLoader(test, 300)).top1 for m in (eager, compiled)]
     assert abs(top[0] - top[1]) < 3.0, top
     assert not compiled.training
+
+
+def test_a_compiled_search_compiles_once_for_all_its_policies(digits):
+    """``EvalSetup(compile=True)`` (``haq search --compile``): one quantized model with bits
+    as tensors under torch.compile; new policies (signed and unsigned inputs, 2-8 bits)
+    reuse the graphs compiled for the first one, and score what the eager evaluation scores
+    up to the rounding of the compiled kernels (identical without finetuning)."""
+    from torch._dynamo.utils import counters
+
+    from haq.evaluation import EvalSetup, evaluate_policy
+
+    train, test = digits
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 1),
+        torch.nn.Tanh(),  # signed inputs for the last layer
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 8 * 8, 10),
+    )
+    finetune(net, TensorLoader(train, 64, shuffle=True, seed=0), steps=60, lr=0.05, seed=0)
+    heldout = test.subset(torch.arange(256))
+    kw = {"eval_batch_size": 128, "batch_size": 64}
+    setups = [
+        EvalSetup.build(net, train, heldout, finetune_steps=steps, compile=flag, **kw)
+        for steps in (0, 8)
+        for flag in (False, True)
+    ]
+    torch._dynamo.reset()
+    counters.clear()
+    graphs = []
+    for bits in ([8, 8, 8], [3, 5, 2], [6, 2, 7]):
+        policy = Policy(setups[0].calibration.layer_names, bits, bits[::-1])
+        top = [evaluate_policy(s, policy)[0].accuracy.top1 for s in setups]
+        graphs.append(counters["stats"]["unique_graphs"])
+        assert top[0] == top[1], top  # calibration only: the same images right
+        assert abs(top[2] - top[3]) <= 3.0, top
+    assert graphs[0] >= 2 and graphs[1] == graphs[2] == graphs[0], graphs

@@ -8,16 +8,22 @@ import torch
 
 from haq.models import create_model
 from haq.policy import Policy
-from haq.quant.api import quantize
+from haq.quant.api import Requantizer, quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.linear import (
     act_inference,
+    act_inference_levels,
     inference_scales,
+    pact,
     quantize_signed_act,
     quantize_symmetric,
     quantize_unsigned,
+    signed_levels,
+    signed_pact,
+    symmetric_grid,
+    unsigned_levels,
 )
-from haq.quant.modules import QuantLayer
+from haq.quant.modules import QuantLayer, quant_layers
 from tests import reference_quant as ref
 
 BITS = range(1, 9)
@@ -137,3 +143,71 @@ def test_weight_clip_searches_equal_one_row_searches(method, per_channel):
             new = weight_clip(w, bits, method, per_channel)
             old = ref.weight_clip(w, bits, method, per_channel)
             assert torch.equal(new, old), (tuple(w.shape), bits)
+
+
+# --- bits as tensors (the compiled search's reused model) ----------------------------------
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_weight_levels_as_tensors_equal_the_integer_quantizer(bits, per_channel):
+    """Grid sizes held in 0-d tensors (what a compiled model reads) give the integer
+    quantizer's values and gradients bit for bit."""
+    torch.manual_seed(200 + bits)
+    w = torch.randn(16, 8, 3, 3) * 0.2
+    g = torch.randn_like(w)
+    clip = torch.rand(16).view(-1, 1, 1, 1) * 0.5 + 0.1 if per_channel else torch.tensor(0.45)
+    levels = torch.tensor(float(signed_levels(bits)))
+    new = _run(lambda x, c: symmetric_grid(x, c, levels), w, clip, g)
+    _assert_same(new, _run(lambda x, c: quantize_symmetric(x, bits, c), w, clip, g))
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("signed", [False, True])
+def test_activation_levels_as_tensors_equal_the_integer_quantizers(bits, signed):
+    """The same for activations, in training (PACT, signed PACT) and in inference."""
+    torch.manual_seed(300 + bits)
+    x = torch.randn(8, 16, 7, 7) * 2 if signed else torch.relu(torch.randn(8, 16, 7, 7)) * 3
+    x[0, 0, 0, :3] = torch.tensor([0.0, 1.25, -1.25])  # ties with the clip
+    g, a_clip = torch.randn_like(x), torch.tensor(1.25)
+    steps = torch.tensor(float(signed_levels(bits) if signed else unsigned_levels(bits)))
+    fn, old_fn = (signed_pact, quantize_signed_act) if signed else (pact, quantize_unsigned)
+    new = _run(lambda x, c: fn(x, c.abs() + 1e-8, steps), x, a_clip, g)
+    _assert_same(new, _run(lambda x, c: old_fn(x, bits, c.abs() + 1e-8), x, a_clip, g))
+    with torch.no_grad():
+        clip = a_clip.abs() + 1e-8
+        fast = act_inference_levels(x, clip, steps, signed)
+        assert torch.equal(fast, act_inference(x, inference_scales(clip, bits, signed)))
+
+
+def test_a_reloaded_model_trains_like_a_fresh_quantized_copy():
+    """Requantizer: one quantized model loaded with policy after policy (after a training
+    step changed its weights, clips and statistics) trains and infers exactly like the copy
+    ``quantize`` makes for each policy; a layer at 1 bit included."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2_fmnist")
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    calib = Calibration(model, [(x, y)], batches=1)
+    n = len(calib.layer_names)
+    gen = torch.Generator().manual_seed(3)
+    rq = Requantizer(model, calib)
+
+    def step(q):
+        q.train()
+        torch.manual_seed(2)
+        loss = torch.nn.functional.cross_entropy(q(x), y)
+        loss.backward()
+        out = [loss.detach()] + [p.grad.clone() for p in q.parameters() if p.grad is not None]
+        with torch.no_grad():
+            torch.optim.SGD(q.parameters(), lr=0.1).step()  # the next load must undo this
+            out.append(q.eval()(x))
+        q.zero_grad(set_to_none=True)
+        return out
+
+    for i in range(3):
+        w, a = torch.randint(2, 9, (2, n), generator=gen).numpy()
+        w[5] = 1 if i == 1 else w[5]
+        policy = Policy.from_arrays(calib.layer_names, w, a)
+        fresh, reused = step(quantize(model, policy, calibration=calib)), step(rq.load(policy))
+        assert len(fresh) == len(reused) > n
+        for a_, b_ in zip(fresh, reused, strict=True):
+            assert torch.equal(a_, b_)
+    assert all(layer.bits_as_tensors for layer in quant_layers(rq.model).values())

@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import torch
 from torch import nn
 
 from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.policy import Policy
-from haq.quant.api import quantize
+from haq.quant.api import Requantizer, quantize
 from haq.quant.calibrate import Calibration
 from haq.specs import DataSpec, ModelSpec, QuantSpec
 from haq.train import Accuracy, evaluate, finetune
@@ -36,6 +37,8 @@ class EvalSetup:
     quant: QuantSpec = field(default_factory=QuantSpec)  # clips; its calib_batches built it
     device: str | None = None
     workers: int | None = None  # loader processes for data on disk (None: default_workers)
+    compile: bool = False  # one quantized model reloaded per policy, run under torch.compile
+    reused: tuple[Requantizer, nn.Module] | None = field(default=None, repr=False)
     loaders: dict[tuple[int, int, bool], tuple[Data, Any]] = field(default_factory=dict, repr=False)
 
     def loader(self, data: Data, batch_size: int, shuffle: bool = False) -> Any:
@@ -49,6 +52,26 @@ class EvalSetup:
             )
             self.loaders[key] = (data, loader)
         return self.loaders[key][1]
+
+    def quantized(self, policy: Policy) -> nn.Module:
+        """``policy``'s quantized model: a new copy, or with ``compile`` the one reused model
+        loaded with it, as the compiled module that runs it (compiled on its first call)."""
+        if not self.compile:
+            q = self.quant
+            return quantize(
+                self.model,
+                policy,
+                calibration=self.calibration,
+                per_channel=q.per_channel,
+                weight_clip=q.weight_clip,
+            )
+        if self.reused is None:
+            rq = Requantizer(
+                self.model, self.calibration, self.quant.per_channel, self.quant.weight_clip
+            )
+            self.reused = (rq, cast("nn.Module", torch.compile(rq.model)))
+        self.reused[0].load(policy)
+        return self.reused[1]
 
     @classmethod
     def build(
@@ -81,15 +104,10 @@ def evaluate_policy(
     setup: EvalSetup, policy: Policy, return_model: bool = False
 ) -> tuple[EvalResult, nn.Module | None]:
     """Quantize ``setup.model`` with ``policy``, finetune ``finetune_steps`` batches (fixed
-    seed, so the same policy always gives the same accuracy on CPU), then evaluate."""
+    seed, so the same policy always gives the same accuracy on CPU), then evaluate. With
+    ``setup.compile`` the returned model is the reused one: the next evaluation changes it."""
     t1 = time.perf_counter()
-    q = quantize(
-        setup.model,
-        policy,
-        calibration=setup.calibration,
-        per_channel=setup.quant.per_channel,
-        weight_clip=setup.quant.weight_clip,
-    )
+    q = setup.quantized(policy)
     if setup.finetune_steps > 0:
         loader = setup.loader(setup.finetune_data, setup.batch_size, shuffle=True)
         finetune(

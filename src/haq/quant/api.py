@@ -49,6 +49,50 @@ def quantize(
     return qmodel
 
 
+class Requantizer:
+    """One quantized copy of ``model`` that takes policy after policy in place (linear mode):
+    :meth:`load` restores the full-precision weights and statistics and sets the new bits and
+    clips. The layers hold their bits as tensors, so a model compiled with ``torch.compile``
+    for the first policy runs every later one without compiling again (a layer switching to
+    or from 1 bit does compile again: a different formula). The values equal those of
+    :func:`quantize` for the same policy."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        calibration: Calibration,
+        per_channel: bool = False,
+        weight_clip: str = "kl",
+        device: str | None = None,
+    ) -> None:
+        self.calibration, self.per_channel, self.weight_clip = calibration, per_channel, weight_clip
+        self.originals = dict(model.named_modules())
+        names = calibration.layer_names
+        start = Policy(names, [8] * len(names), [8] * len(names), mode="linear")
+        self.model = quantize(
+            model, start, calibration=calibration, per_channel=per_channel, weight_clip=weight_clip
+        )
+        if device is not None:
+            self.model.to(device)
+        self.layers = {n: m for n, m in self.model.named_modules() if isinstance(m, QuantLayer)}
+        for layer in self.layers.values():
+            layer.hold_bits_as_tensors()
+        self._pristine = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def load(self, policy: Policy) -> nn.Module:
+        """The model, set to ``policy`` with the pretrained weights (finetuning changed them)."""
+        if policy.mode != "linear":
+            raise HaqError("a reused (compiled) quantized model takes linear-mode policies only")
+        policy.check_layers(self.calibration.layer_names)
+        self.model.load_state_dict(self._pristine)
+        calib = self.calibration
+        for name, w_bits, a_bits in zip(policy.names, policy.w_bits, policy.a_bits, strict=True):
+            weight = self.originals[name].weight  # type: ignore[union-attr]
+            clip = calib.weight_clip(name, weight, w_bits, self.weight_clip, self.per_channel)
+            self.layers[name].set_bits(w_bits, a_bits, clip, calib.act_clip(name, a_bits))
+        return self.model
+
+
 def quant_layer(
     layer: nn.Conv2d | nn.Linear,
     name: str,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 WEIGHT_CLIP_METHODS = ("kl", "mse", "max")
+Levels = int | Tensor  # a grid's steps: a number, or a 0-d tensor holding it (compiled runs)
 
 
 def ste_round(x: Tensor) -> Tensor:
@@ -49,11 +50,11 @@ class _SymmetricWeight(torch.autograd.Function):
     computes it for the formula, so the two agree to the last bit)."""
 
     @staticmethod
-    def forward(ctx: Any, w: Tensor, scale: Tensor, levels: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, w: Tensor, scale: Tensor, levels: Levels) -> Tensor:  # type: ignore[override]
         q = torch.div(w, scale).round_()
         keep = q.abs() <= levels
         ctx.save_for_backward(keep, scale)
-        return q.clamp_(-levels, levels).mul_(scale)
+        return q.clamp_(-levels, levels).mul_(scale)  # type: ignore[arg-type]  # number or tensor
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
@@ -73,16 +74,36 @@ class _BinaryWeight(torch.autograd.Function):
         return grad, None
 
 
+def signed_levels(bits: int) -> int:
+    """Steps on each side of 0 of a symmetric b-bit grid (1 for 1 bit: {-c, +c})."""
+    return max(1, 2 ** (bits - 1) - 1)
+
+
+def unsigned_levels(bits: int) -> int:
+    """Steps of an unsigned b-bit grid over ``[0, clip]``."""
+    return 2**bits - 1
+
+
 def quantize_symmetric(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     """Fake-quantize ``x`` to a symmetric b-bit grid over ``[-clip, clip]`` (STE rounding).
 
     ``clip`` is a scalar tensor or broadcastable per-channel tensor; it gets no gradient (the
     weights' clips are fixed by calibration; activations use :func:`quantize_signed_act`).
     """
-    clip = clip.detach()
     if bits == 1:
-        return _BinaryWeight.apply(x, clip)
-    levels = 2 ** (bits - 1) - 1
+        return binary_weight(x, clip)
+    return symmetric_grid(x, clip, signed_levels(bits))
+
+
+def binary_weight(x: Tensor, clip: Tensor) -> Tensor:
+    """1-bit weights: ``sign(x) * clip`` (sign(0) = +1), identity gradient."""
+    return _BinaryWeight.apply(x, clip.detach())
+
+
+def symmetric_grid(x: Tensor, clip: Tensor, levels: Levels) -> Tensor:
+    """:func:`quantize_symmetric` for ``b >= 2`` given its ``levels`` (``2^(b-1) - 1``), a
+    number or a tensor holding it (the same values either way)."""
+    clip = clip.detach()
     return _SymmetricWeight.apply(x, clip / levels, levels)
 
 
@@ -96,8 +117,8 @@ class _PACT(torch.autograd.Function):
     no activation memory of its own."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, clip: Tensor, bits: int) -> Tensor:  # type: ignore[override]
-        scale = clip / (2**bits - 1)
+    def forward(ctx: Any, x: Tensor, clip: Tensor, steps: Levels) -> Tensor:  # type: ignore[override]
+        scale = clip / steps
         y = torch.clamp(x, torch.zeros_like(clip), clip).div_(scale).round_().mul_(scale)
         ctx.save_for_backward(x, y, clip)
         return y
@@ -122,10 +143,10 @@ class _SignedPACT(torch.autograd.Function):
     keeps no tensor the network does not keep anyway."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, clip: Tensor, bits: int) -> Tensor:  # type: ignore[override]
-        levels = 2 ** (bits - 1) - 1
+    def forward(ctx: Any, x: Tensor, clip: Tensor, levels: Levels) -> Tensor:  # type: ignore[override]
         scale = clip / levels
-        y = torch.clamp(x, -clip, clip).div_(scale).round_().clamp_(-levels, levels).mul_(scale)
+        y = torch.clamp(x, -clip, clip).div_(scale).round_()
+        y = y.clamp_(-levels, levels).mul_(scale)  # type: ignore[arg-type]  # number or tensor
         ctx.save_for_backward(x, clip)
         ctx.levels = levels
         return y
@@ -155,17 +176,33 @@ class _SignedPACT(torch.autograd.Function):
 def quantize_unsigned(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     """PACT: clamp to ``[0, clip]`` (gradient flows to ``clip`` where x >= clip), then round
     to ``2^b - 1`` steps with STE."""
-    return _PACT.apply(x, clip, bits)
+    return pact(x, clip, unsigned_levels(bits))
+
+
+def pact(x: Tensor, clip: Tensor, steps: Levels) -> Tensor:
+    """:func:`quantize_unsigned` given its ``steps`` (``2^b - 1``), a number or a tensor."""
+    return _PACT.apply(x, clip, steps)
 
 
 def quantize_signed_act(x: Tensor, bits: int, clip: Tensor) -> Tensor:
     """Signed activations: clamp to ``[-clip, clip]`` (PACT on both sides), symmetric grid;
     1 bit is ``sign(x) * clip``."""
-    if bits == 1:  # rare (searches start at 2 bits): the plain formula
-        x = torch.maximum(torch.minimum(x, clip), -clip)
-        sign = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-        return (sign * clip).detach() + (x - x.detach())
-    return _SignedPACT.apply(x, clip, bits)
+    if bits == 1:
+        return binary_act(x, clip)
+    return signed_pact(x, clip, signed_levels(bits))
+
+
+def binary_act(x: Tensor, clip: Tensor) -> Tensor:
+    """Signed 1-bit activations, rare (searches start at 2 bits): the plain formula
+    ``sign(clamp(x, -c, c)) * c`` with straight-through gradients."""
+    x = torch.maximum(torch.minimum(x, clip), -clip)
+    sign = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return (sign * clip).detach() + (x - x.detach())
+
+
+def signed_pact(x: Tensor, clip: Tensor, levels: Levels) -> Tensor:
+    """:func:`quantize_signed_act` for ``b >= 2`` given its ``levels`` (``2^(b-1) - 1``)."""
+    return _SignedPACT.apply(x, clip, levels)
 
 
 InferenceScales = tuple[float, float, float | None, float | None]
@@ -178,7 +215,7 @@ def inference_scales(clip: Tensor, bits: int, signed: bool) -> InferenceScales:
     Plain numbers, so each operation takes the scalar fast path; read from the device once
     per layer and evaluation pass (QuantLayer caches them), never per forward."""
     c_t = clip.detach()
-    steps = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    steps = signed_levels(bits) if signed else unsigned_levels(bits)
     c64 = c_t.double()
     factors = torch.stack(
         [c64, (steps / c64).to(c_t.dtype).double(), (c64 / steps).to(c_t.dtype).double()]
@@ -198,6 +235,16 @@ def act_inference(x: Tensor, scales: InferenceScales) -> Tensor:
     if up is None or down is None:
         return torch.where(y >= 0, c, -c).to(x.dtype)
     return y.mul_(up).round_().mul_(down)
+
+
+def act_inference_levels(x: Tensor, clip: Tensor, steps: Tensor, signed: bool) -> Tensor:
+    """:func:`act_inference` with the scale factors computed on the device from ``steps`` (a
+    0-d tensor, ``b >= 2``; for compiled runs): the same factors, hence the same values."""
+    c = clip.detach()
+    c64, s64 = c.double(), steps.double()
+    up, down = (s64 / c64).to(c.dtype), (c64 / s64).to(c.dtype)
+    lo = -c if signed else torch.zeros_like(c)
+    return torch.clamp(x, lo, c).mul_(up).round_().mul_(down)
 
 
 # --- clip selection ------------------------------------------------------------------------
@@ -238,7 +285,7 @@ def _kl_scores(hist: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     exact; the result differs from the bin-by-bin sum by rounding only (about 1e-15).
     """
     rows, n_bins = hist.shape
-    levels = max(1, 2 ** (bits - 1) - 1)
+    levels = signed_levels(bits)
     start = max(levels, n_bins // 16)
     cands = np.arange(start, n_bins + 1, max(1, (n_bins - start) // 96))
     zero = np.zeros((rows, 1))
@@ -275,7 +322,7 @@ def _kl_scores(hist: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _mse_scores(rows: np.ndarray, tops: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """``_mse_at`` for the 40 candidate clips, for many rows at once."""
-    steps = max((2 ** (bits - 1) - 1), 1)
+    steps = signed_levels(bits)
     ratios = np.linspace(0.2, 1.0, 40)
     clips = tops[:, None] * ratios[None, :]
     scores = np.empty(clips.shape)
@@ -315,7 +362,7 @@ def _kl_clips(rows: np.ndarray, bits: int, n_bins: int = 512) -> list[float]:
     """KL weight clips of many rows of |w| at once (0 for an all-zero row), equal to scoring
     each row's candidate thresholds on its own, in order, and keeping the first minimum:
     rows whose best candidate is within rounding of another are settled by ``_kl_at``."""
-    levels = max(1, 2 ** (bits - 1) - 1)
+    levels = signed_levels(bits)
     live = np.flatnonzero(rows.max(axis=1) > 0.0)
     out = [0.0] * len(rows)
     if len(live) == 0:
@@ -331,7 +378,7 @@ def _kl_clips(rows: np.ndarray, bits: int, n_bins: int = 512) -> list[float]:
 
 def _mse_clips(rows: np.ndarray, bits: int) -> list[float]:
     """MSE weight clips of many rows of |w| at once, settled like ``_kl_clips``."""
-    steps = max((2 ** (bits - 1) - 1), 1)
+    steps = signed_levels(bits)
     tops = rows.max(axis=1)
     clips, scores = _mse_scores(rows, tops, bits)
     out = [0.0] * len(rows)
@@ -380,8 +427,7 @@ def activation_clip(sample: Tensor, bits: int, signed: bool) -> float:
     top = a_np[-1]
     qs = np.quantile(a_np, [0.99, 0.995, 0.999, 0.9995, 0.9999])
     cands = np.unique(np.concatenate([qs, top * np.linspace(0.1, 1.0, 19)]))
-    steps = (2 ** (bits - 1) - 1) if signed else (2**bits - 1)
-    steps = max(steps, 1)
+    steps = signed_levels(bits) if signed else unsigned_levels(bits)
     best, best_c = np.inf, top
     for c in cands:
         if c <= 0:

@@ -115,6 +115,12 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
     sensitivity_images: int = opt(256, "images of the ilp / greedy sensitivity batch", low=1)
     seed: int = opt(0, "seed of the data split and the per-episode finetune", low=0, high=SEED_MAX)
     device: str | None = device_opt()
+    compile: bool = opt(
+        False,
+        "evaluate policies under torch.compile: one quantized model, bits held as tensors, "
+        "compiled once per run (minutes) and reused by every policy; for long episodes "
+        "(--protocol paper) on GPUs (README, 'Speed'); linear mode only",
+    )
     eval_workers: int = opt(
         1,
         "episodes evaluated in parallel, one Ray actor each (pip install 'haq[ray]'); the "
@@ -132,9 +138,12 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
     )
     ddpg: DDPGConfig = opt(factory=DDPGConfig)
 
-    def validate(self) -> None:
+    def _check_strategy(self) -> None:
         if self.strategy not in STRATEGIES:
             raise HaqError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+
+    def validate(self) -> None:
+        self._check_strategy()
         if self.protocol not in PROTOCOLS:
             raise HaqError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
         if self.checkpoint and self.weights:
@@ -143,6 +152,8 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
             raise HaqError(f"unknown enforcement {self.enforce!r}; valid: reference, level")
         if self.mode not in ("linear", "kmeans"):
             raise HaqError(f"unknown mode {self.mode!r}; valid: linear, kmeans")
+        if self.compile and self.mode != "linear":
+            raise HaqError("--compile works with --mode linear only")
         if not 1 <= self.min_bit <= self.max_bit <= 8:
             raise HaqError(f"bit range {self.min_bit}..{self.max_bit} must lie within 1..8")
         if not self.budgets:
@@ -155,6 +166,7 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
         """A copy with the defaults that depend on other options filled in, as a new run
         saves them (so a resumed run keeps them): the strategy ``auto`` picks, its episode
         count and the agent's exploration decay stretched to it."""
+        self._check_strategy()  # before its preset is looked up
         cfg = copy.deepcopy(self)
         if cfg.model is None:  # saved explicitly: the run's model never depends on a default
             cfg.model = self.default_model()

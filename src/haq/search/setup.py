@@ -70,6 +70,7 @@ def build_eval_setup(
         seed=cfg.seed,
         device=device,
         workers=cfg.workers,
+        compile=cfg.compile,
     )
     if cfg.mode == "linear":
         setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
