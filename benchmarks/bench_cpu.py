@@ -6,12 +6,14 @@ the same at w8a8 and w4a4, measured alternately in one process (bench_gpu.model_
 so each ratio compares runs made under the same load. Setup seconds and the first against
 the second episode come from ``bench_gpu.py --tiny`` (the same steps as on a GPU).
 
-With ``--compile`` it measures instead what ``haq finetune --compile`` does: the w8a8 training
-step of the reference model under torch.compile against the eager fp32 and w8a8 steps
-(alternating), and the seconds the first compiled step takes (the compilation).
+With ``--compile`` it measures instead what torch.compile does here: ``steps``, the w8a8
+training step of the reference model compiled (``haq finetune --compile``) against the eager
+fp32 and w8a8 steps (alternating) and the seconds the first compiled step takes (the
+compilation); ``searches``, ``haq search`` with and without ``--compile`` (one after the
+other, alone): three ``--protocol paper`` episodes of random policies, and the main job.
 
     python benchmarks/bench_cpu.py [--repeats 15] [--json benchmarks/results/cpu.json]
-    python benchmarks/bench_cpu.py --compile [--json benchmarks/results/cpu_compile.json]
+    python benchmarks/bench_cpu.py --compile [--parts steps searches] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, cast
 
 import torch
 
-from bench_gpu import _train_step, alternate, model_throughput
+from bench_gpu import _train_step, alternate, model_throughput, run_haq
 from haq.hostmem import tune_host_allocator
 from haq.models import create_model
 from haq.policy import Policy
@@ -38,11 +40,24 @@ CASES: tuple[tuple[str, tuple[int, int, int], dict[str, Any]], ...] = (
 )
 
 
+# haq search runs of --compile: three paper-protocol episodes of random policies (313
+# finetune steps of 64 and 10,000 held-out images each), and the main job
+SEARCHES: tuple[tuple[str, list[str]], ...] = (
+    ("paper_3_episodes", ["--protocol", "paper", "--strategy", "random", "--episodes", "3",
+                          "--check-size", "0"]),
+    ("main_job", []),
+)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15, help="timed rounds per figure")
     ap.add_argument("--json", default=None, help="default: benchmarks/results/cpu[_compile].json")
     ap.add_argument("--compile", action="store_true", help="the torch.compile figures")
+    ap.add_argument(
+        "--parts", nargs="+", default=["steps", "searches"], choices=["steps", "searches"]
+    )
+    ap.add_argument("--root", default="runs/cpu-compile", help="where the searches' runs go")
     args = ap.parse_args()
     args.json = args.json or f"benchmarks/results/cpu{'_compile' if args.compile else ''}.json"
     tune_host_allocator()
@@ -54,10 +69,19 @@ def main() -> None:
     }
     dev = torch.device("cpu")
     if args.compile:
-        for batch in (4, 64):
+        path = Path(args.json)
+        if path.exists():  # a run of one part keeps the other's figures
+            results = {**json.loads(path.read_text()), **results}
+        for batch in (4, 64) if "steps" in args.parts else ():
             results[f"mobilenet_v2_fmnist_28x28_b{batch}"] = compiled_step(batch, args.repeats)
             print(results[f"mobilenet_v2_fmnist_28x28_b{batch}"], flush=True)
-            Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+            path.write_text(json.dumps(results, indent=1) + "\n")
+        for name, argv in SEARCHES if "searches" in args.parts else ():
+            for flag in ([], ["--compile"]):
+                key = f"search_{name}{'_compiled' if flag else ''}"
+                results[key] = run_haq(Path(args.root) / key, *argv, *flag)
+                print(key, results[key], flush=True)
+                path.write_text(json.dumps(results, indent=1) + "\n")
         return
     for name, shape, kw in CASES:
         torch.manual_seed(0)

@@ -205,6 +205,7 @@ def run_haq(out: Path, *args: str) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "episode_s": [e["seconds"] for e in eps],
+        "episode_top1": [e["accuracy"] for e in eps],
         "timing_s": summary["timing_s"],
         "policy_evaluations": summary["search_cost"]["policy_evaluations"],
         "best_heldout_top1": summary["best"]["accuracy"],
