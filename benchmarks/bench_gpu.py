@@ -14,7 +14,10 @@ as it ends, so a run cut short keeps what it measured:
    the second episode and of the setup before the first;
 6. ``ilp_search``: the default ``haq search`` (ILP) of that model on the folder at 224 on
    ``bismo-cloud``, end to end;
-7. ``main_job``: the embedded main job, ``haq search`` with no arguments.
+7. ``main_job``: the embedded main job, ``haq search`` with no arguments;
+8. ``paper_episodes_compiled``: step 5 with ``--compile`` (the first episode compiles, the
+   second shows the compiled speed); on by default, off with ``--tiny`` (``--compile`` forces
+   it: compiling takes minutes on a CPU).
 
 Every search runs as ``haq`` in a subprocess on ``--device`` (default: CUDA when there is
 one). ``--tiny`` runs the same steps at 64x64 on a few hundred images, with small searches,
@@ -222,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--json", default=None, help="results file (default benchmarks/results/gpu.json)"
     )
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="step 8, the paper episodes under --compile (default: on; off with --tiny)",
+    )
     args = ap.parse_args(argv)
     tune_host_allocator()
     size: dict[str, Any] = dict(TINY if args.tiny else FULL)
@@ -285,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     step("ilp_search", lambda: run_haq(root / "ilp", *data, *device, *ilp))
     main_job = ["--sensitivity-images", "32", "--heldout-size", "400", "--check-size", "400"]
     step("main_job", lambda: run_haq(root / "main", *device, *(main_job if args.tiny else [])))
+    if args.compile if args.compile is not None else not args.tiny:
+        compiled = [*data, *device, *paper, "--compile", *(small if args.tiny else [])]
+        step("paper_episodes_compiled", lambda: run_haq(root / "paper-compiled", *compiled))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from haq.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from haq.data import TensorLoader, load_dataset, search_split
+from haq.data import TensorData, TensorLoader, inference_batch, load_dataset, search_split
 from haq.errors import HaqError
 from haq.models import create_model, load_model_spec
 from haq.policy import Policy
@@ -127,3 +127,18 @@ def test_policy_json_round_trip_and_errors(tmp_path):
         Policy.from_arrays(["a", "a"], [4, 4], [4, 4])
     with pytest.raises(HaqError, match="neither"):
         Policy.uniform("8bit", ["a"])
+
+
+def test_inference_batches_grow_on_cuda_for_large_images_only():
+    """Evaluation on CUDA takes batches of 256 ImageNet-size images (64 in host memory);
+    small images keep the asked batch everywhere; calibration (no device) keeps 64."""
+
+    def data(side: int) -> TensorData:
+        return TensorData(torch.zeros(1, 3, side, side), torch.zeros(1, dtype=torch.long), 10)
+
+    assert inference_batch(data(224), 512) == inference_batch(data(224), 512, "cpu") == 64
+    assert (
+        inference_batch(data(224), 512, "cuda") == inference_batch(data(224), 512, "cuda:1") == 256
+    )
+    assert inference_batch(data(224), 100, torch.device("cuda", 0)) == 100
+    assert inference_batch(data(64), 512) == inference_batch(data(64), 512, "cuda") == 512

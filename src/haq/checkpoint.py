@@ -203,8 +203,9 @@ def import_model(
             f"dataset {dataset!r} has images {test.input_shape}; the model expects {shape}"
         )
     check_outputs(model, shape, test.num_classes, dataset)
-    loader = make_loader(test, inference_batch(test, 256), workers=workers)
-    acc = evaluate(model, loader, device=pick_device(device))
+    dev = pick_device(device)
+    loader = make_loader(test, inference_batch(test, 256, dev), workers=workers)
+    acc = evaluate(model, loader, device=dev)
     meta.accuracy = {"top1": acc.top1, "top5": acc.top5}
     meta.classes = list(getattr(test, "classes", []))
     meta.extra = {"imported_from": str(weights), "test_images": acc.n_images}

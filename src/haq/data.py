@@ -263,11 +263,16 @@ def make_loader(
     )
 
 
-def inference_batch(data: Data, batch: int) -> int:
-    """The batch of an evaluation or calibration pass: ``batch`` for images up to 64x64, at
-    most 64 for larger ones (512 MobileNet-V2 inputs at 224x224 take about 8 GB)."""
+def inference_batch(data: Data, batch: int, device: str | torch.device | None = None) -> int:
+    """The batch of an evaluation or calibration pass: ``batch`` for images up to 64x64; for
+    larger ones at most 64 in host memory (512 MobileNet-V2 inputs at 224x224 take about
+    8 GB) and at most 256 when evaluating on CUDA (``device``; about 2 GB there, and a GPU
+    runs larger batches faster). Calibration passes no device: its batches decide which
+    activations it samples, so they stay the same on every device."""
     _, h, w = data.input_shape
-    return batch if h * w <= 64 * 64 else min(batch, 64)
+    if h * w <= 64 * 64:
+        return batch
+    return min(batch, 256 if device is not None and str(device).startswith("cuda") else 64)
 
 
 def calibration_loader(data: Data, batches: int, workers: int | None = None) -> tuple[Any, int]:

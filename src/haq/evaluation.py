@@ -89,7 +89,8 @@ class EvalSetup:
         workers = kwargs.get("workers")
         loader, n = calibration_loader(finetune_data.view(False), quant.calib_batches, workers)  # type: ignore[arg-type]
         calib = Calibration(model, loader, batches=n)
-        kwargs.setdefault("eval_batch_size", inference_batch(eval_data, 512))
+        device = cast("str | None", kwargs.get("device"))
+        kwargs.setdefault("eval_batch_size", inference_batch(eval_data, 512, device))
         return cls(model, calib, finetune_data, eval_data, quant=quant, **kwargs)  # type: ignore[arg-type]
 
 

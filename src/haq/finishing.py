@@ -55,7 +55,7 @@ def final_finetune(
 
     calib = Calibration(net, *calibration_loader(train_data, quant.calib_batches, data.workers))
     policy.check_layers(calib.layer_names)
-    test_batch = inference_batch(test, 512)
+    test_batch = inference_batch(test, 512, device)
     fp = evaluate(net, batches(test, test_batch), device=device)
     q = quantize(net, policy, calibration=calib, per_channel=quant.per_channel, weight_clip=quant.weight_clip)  # fmt: skip
     before = evaluate(q, batches(test, test_batch), device=device)

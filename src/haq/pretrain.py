@@ -52,7 +52,7 @@ def pretrain(
         label_smoothing=0.1,
         progress=True,
     )
-    acc = evaluate(model, make_loader(test, inference_batch(test, 512)), progress=True)
+    acc = evaluate(model, make_loader(test, inference_batch(test, 512, dev)), progress=True)
     meta = CheckpointMeta(
         model=model_spec,
         input_shape=cast("tuple[int, int, int]", train.input_shape),
