@@ -14,7 +14,7 @@ from haq.quant.calibrate import Calibration
 from haq.quant.kmeans import cluster_counts, kmeans_1d, shared_weight
 from haq.quant.linear import quantize_symmetric, quantize_unsigned, weight_clip
 from haq.quant.modules import quant_layers
-from haq.train import evaluate, finetune
+from haq.train import Compiled, evaluate, finetune
 
 
 @pytest.fixture(scope="module")
@@ -293,8 +293,8 @@ def test_a_compiled_search_compiles_once_for_all_its_policies(digits):
         torch.nn.Linear(16 * 8 * 8, 10),
     )
     finetune(net, TensorLoader(train, 64, shuffle=True, seed=0), steps=60, lr=0.05, seed=0)
-    heldout = test.subset(torch.arange(256))
-    kw = {"eval_batch_size": 128, "batch_size": 64}
+    heldout = test.subset(torch.arange(250))
+    kw = {"eval_batch_size": 100, "batch_size": 64}  # a smaller last batch: the same graph
     setups = [
         EvalSetup.build(net, train, heldout, finetune_steps=steps, compile=flag, **kw)
         for steps in (0, 8)
@@ -310,3 +310,8 @@ def test_a_compiled_search_compiles_once_for_all_its_policies(digits):
         assert top[0] == top[1], top  # calibration only: the same images right
         assert abs(top[2] - top[3]) <= 3.0, top
     assert graphs[0] >= 2 and graphs[1] == graphs[2] == graphs[0], graphs
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():  # the batch dimension is dynamic from the first call
+        Compiled(net).eval()(test.images[:10]), Compiled(net).eval()(test.images[:7])
+    assert counters["stats"]["unique_graphs"] == 1

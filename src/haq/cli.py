@@ -235,6 +235,12 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "budgets: the benchmark's winner; --strategy haq runs the paper's agent)",
                 file=sys.stderr,
             )
+        if cfg.compile:
+            print(
+                "--compile: the first evaluation compiles the quantized model (minutes); "
+                "later policies reuse it",
+                file=sys.stderr,
+            )
     summary = search(
         None, out, resume=bool(args.resume), progress=not args.no_progress, **overrides
     )

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import torch
 from torch import nn
 
 from haq.data import Data, calibration_loader, inference_batch, make_loader
@@ -18,7 +17,7 @@ from haq.policy import Policy
 from haq.quant.api import Requantizer, quantize
 from haq.quant.calibrate import Calibration
 from haq.specs import DataSpec, ModelSpec, QuantSpec
-from haq.train import Accuracy, evaluate, finetune
+from haq.train import Accuracy, Compiled, evaluate, finetune
 
 
 @dataclass
@@ -69,7 +68,7 @@ class EvalSetup:
             rq = Requantizer(
                 self.model, self.calibration, self.quant.per_channel, self.quant.weight_clip
             )
-            self.reused = (rq, cast("nn.Module", torch.compile(rq.model)))
+            self.reused = (rq, Compiled(rq.model))
         self.reused[0].load(policy)
         return self.reused[1]
 
