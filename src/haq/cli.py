@@ -457,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            # torch's own deprecations (torch.compile imports torch.jit) are not the user's
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
             options = getattr(args, "options", None)
             return int(args.func(options_from(args, options) if options else args))
     except HaqError as err:
