@@ -6,6 +6,7 @@ finetune of a search turns a difference in the last bit into a different accurac
 import pytest
 import torch
 
+from haq.errors import HaqError
 from haq.models import create_model
 from haq.policy import Policy
 from haq.quant.api import Requantizer, quantize
@@ -211,3 +212,5 @@ def test_a_reloaded_model_trains_like_a_fresh_quantized_copy():
         for a_, b_ in zip(fresh, reused, strict=True):
             assert torch.equal(a_, b_)
     assert all(layer.bits_as_tensors for layer in quant_layers(rq.model).values())
+    with pytest.raises(HaqError, match="linear-mode policies only"):
+        rq.load(Policy(calib.layer_names, [4] * n, [8] * n, mode="kmeans"))

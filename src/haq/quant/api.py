@@ -63,7 +63,6 @@ class Requantizer:
         calibration: Calibration,
         per_channel: bool = False,
         weight_clip: str = "kl",
-        device: str | None = None,
     ) -> None:
         self.calibration, self.per_channel, self.weight_clip = calibration, per_channel, weight_clip
         self.originals = dict(model.named_modules())
@@ -72,8 +71,6 @@ class Requantizer:
         self.model = quantize(
             model, start, calibration=calibration, per_channel=per_channel, weight_clip=weight_clip
         )
-        if device is not None:
-            self.model.to(device)
         self.layers = {n: m for n, m in self.model.named_modules() if isinstance(m, QuantLayer)}
         for layer in self.layers.values():
             layer.hold_bits_as_tensors()
