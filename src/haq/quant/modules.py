@@ -92,16 +92,16 @@ class QuantLayer(nn.Module):
         if self.mode != "linear":
             raise ValueError("bits as tensors need linear mode")
         dev = self.w_clip.device
-        a_levels = signed_levels(self.a_bits) if self.a_signed else unsigned_levels(self.a_bits)
-        self.register_buffer(
-            "w_levels",
-            torch.tensor(float(signed_levels(self.w_bits)), device=dev),
-            persistent=False,
-        )
-        self.register_buffer(
-            "a_levels", torch.tensor(float(a_levels), device=dev), persistent=False
-        )
+        self.register_buffer("w_levels", torch.zeros((), device=dev), persistent=False)
+        self.register_buffer("a_levels", torch.zeros((), device=dev), persistent=False)
         self.bits_as_tensors = True
+        self._fill_levels()
+
+    @torch.no_grad()
+    def _fill_levels(self) -> None:
+        a_levels = signed_levels(self.a_bits) if self.a_signed else unsigned_levels(self.a_bits)
+        self.w_levels.fill_(float(signed_levels(self.w_bits)))
+        self.a_levels.fill_(float(a_levels))
 
     @torch.no_grad()
     def set_bits(self, w_bits: int, a_bits: int, w_clip: Tensor, a_clip: float | None) -> None:
@@ -115,9 +115,7 @@ class QuantLayer(nn.Module):
         if self.quantize_input:
             self.a_clip.fill_(float(a_clip if a_clip else 1.0))
         if self.bits_as_tensors:
-            a_levels = signed_levels(a_bits) if self.a_signed else unsigned_levels(a_bits)
-            self.w_levels.fill_(float(signed_levels(w_bits)))
-            self.a_levels.fill_(float(a_levels))
+            self._fill_levels()
         self._cached_weight = self._cached_scales = None
 
     def quantized_weight(self) -> Tensor:
