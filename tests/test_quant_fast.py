@@ -3,6 +3,7 @@ quantized values and the same gradients, to the last bit, on every bit width 1-8
 unsigned activations, per-tensor and per-channel weight clips. Bit for bit because the short
 finetune of a search turns a difference in the last bit into a different accuracy."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,14 +120,21 @@ def test_quantized_model_trains_like_the_reference(monkeypatch):
 # --- weight clip searches ------------------------------------------------------------------
 def _clip_rows():
     """Real weights (a depthwise, a pointwise and the classifier layer of the shipped
-    MobileNet-V2) and hand-made rows with ties: zeros, constants, repeated values."""
+    MobileNet-V2) and hand-made rows with ties: zeros, constants, repeated values, values all
+    above most candidate thresholds (the depthwise rows of 9 weights often are)."""
     model = create_model("mobilenet_v2_fmnist")
     mods = dict(model.named_modules())
     convs = [n for n, m in mods.items() if isinstance(m, torch.nn.Conv2d)]
     weights = [mods[n].weight.detach() for n in (convs[1], convs[2], convs[-1])]
     weights.append(mods["classifier.1"].weight.detach() if "classifier.1" in mods else weights[0])
     made = torch.tensor(
-        [[0.0] * 9, [0.5] * 9, [0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 3.0], list(range(9))],
+        [
+            [0.0] * 9,
+            [0.5] * 9,
+            [0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0, 3.0],
+            list(range(9)),
+            [0.6, 0.7, 0.8, 0.9, 1.0, 0.75, 0.85, 0.95, 0.65],  # nothing below most thresholds
+        ],
         dtype=torch.float32,
     )
     return [*weights, made, -made]
@@ -144,6 +152,23 @@ def test_weight_clip_searches_equal_one_row_searches(method, per_channel):
             new = weight_clip(w, bits, method, per_channel)
             old = ref.weight_clip(w, bits, method, per_channel)
             assert torch.equal(new, old), (tuple(w.shape), bits)
+
+
+def test_row_histograms_equal_numpy_histograms():
+    """The histograms of many rows at once equal np.histogram's of each row (counts and
+    edges to the last bit), values on the bin edges and at the max included."""
+    from haq.quant.linear import _row_histograms
+
+    gen = np.random.default_rng(0)
+    rows = np.abs(gen.standard_normal((64, 300))) * gen.uniform(1e-3, 10.0, (64, 1))
+    edges = np.linspace(0.0, rows[:8].max(axis=1), 33, axis=1)
+    rows[:8, :33] = edges  # every edge of a 32-bin histogram, exactly
+    rows[8:16, :5] = rows[8:16].max(axis=1, keepdims=True)  # the max repeated
+    for n_bins in (32, 512):
+        counts, got = _row_histograms(rows, n_bins)
+        for r, row in enumerate(rows):
+            want, want_edges = np.histogram(row, bins=n_bins, range=(0.0, row.max()))
+            assert np.array_equal(counts[r], want) and np.array_equal(got[r], want_edges)
 
 
 # --- bits as tensors (the compiled search's reused model) ----------------------------------

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from haq.errors import HaqError
 from haq.layers import LayerSpec, extract_layers
 from haq.quant.kmeans import kmeans_1d
-from haq.quant.linear import activation_clip, weight_clip
+from haq.quant.linear import activation_clip, activation_clips, weight_clip, weight_clips
 
 
 class Calibration:
@@ -88,14 +88,21 @@ class Calibration:
             self.signed[n] = mins[n] < 0.0
 
     def prepare(self, bits: Iterable[int], weight_clip: str, per_channel: bool) -> None:
-        """Compute every layer's activation and weight clips for ``bits`` now (a search sets
-        them up before its first evaluation, so no episode pays for a first use)."""
+        """Compute every layer's activation and weight clips for ``bits`` now, each layer's
+        for all bit widths at once (a search sets them up before its first evaluation, so no
+        episode pays for a first use)."""
         modules = dict(self.model.named_modules())
+        widths = list(bits)
         for name in self.layer_names:
             weight = modules[name].weight  # type: ignore[union-attr]
-            for b in bits:
-                self.act_clip(name, b)
-                self.weight_clip(name, weight, b, weight_clip, per_channel)  # type: ignore[arg-type]
+            todo = [b for b in widths if (name, b) not in self._act_cache]
+            for b, clip in activation_clips(self.samples[name], todo, self.signed[name]).items():
+                self._act_cache[(name, b)] = clip
+            todo = [b for b in widths if (name, b, weight_clip, per_channel) not in self._w_cache]
+            if todo:
+                clips = weight_clips(weight, todo, weight_clip, per_channel)  # type: ignore[arg-type]
+                for b, w_clip in clips.items():
+                    self._w_cache[(name, b, weight_clip, per_channel)] = w_clip
 
     def act_clip(self, name: str, bits: int) -> float:
         key = (name, bits)

@@ -16,7 +16,7 @@ quantized weights (``"mse"``: minimising the squared error, ``"max"``: always ma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -267,6 +267,11 @@ def _kl_at(hist: np.ndarray, i: int, levels: int) -> float:
     return float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
 
 
+# _kl_at of a threshold with every count above it: P is all in its last bin and Q is empty,
+# whatever the histogram (computed by _kl_at itself, so the bits are the same)
+_KL_ALL_CLIPPED = _kl_at(np.array([0.0, 1.0]), 1, 1)
+
+
 def _mse_at(abs_w: np.ndarray, c: float, steps: int) -> float:
     """Mean squared error of quantizing |w| with clip ``c`` and ``steps`` levels."""
     s = c / steps
@@ -316,7 +321,10 @@ def _kl_scores(hist: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
             )
             p_last = (h_last + total - below) / total
             piled = p_last * np.log(p_last / np.maximum(q_last / below, 1e-12))
-            scores[:, k] = body - plain + np.where(p_last > 0, piled, 0.0)
+            score = body - plain + np.where(p_last > 0, piled, 0.0)
+        # nothing below the threshold (a row of a few weights, all above it): the formula
+        # divides 0 by 0, the one-row score is a constant
+        scores[:, k] = np.where(below > 0, score, _KL_ALL_CLIPPED)
     return cands, scores
 
 
@@ -358,39 +366,102 @@ def _first_min(scores: np.ndarray, exact: Callable[[int], float]) -> int | None:
     return pick
 
 
-def _kl_clips(rows: np.ndarray, bits: int, n_bins: int = 512) -> list[float]:
-    """KL weight clips of many rows of |w| at once (0 for an all-zero row), equal to scoring
-    each row's candidate thresholds on its own, in order, and keeping the first minimum:
-    rows whose best candidate is within rounding of another are settled by ``_kl_at``."""
-    levels = signed_levels(bits)
+def _row_histograms(rows: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(row, n_bins, range=(0, row.max()))`` of many rows (each with a positive
+    max) at once: the counts (float64) and the edges, both the same to the last bit. The edges
+    are ``np.linspace``'s; a value lies in bin k when ``edges[k] <= v < edges[k + 1]`` (the
+    last bin closed), found as numpy finds it (an estimate, then one step down or up)."""
+    tops = rows.max(axis=1)
+    if np.any(tops / n_bins == 0.0):  # a subnormal max: linspace takes another formula
+        pairs = [np.histogram(r, bins=n_bins, range=(0.0, r.max())) for r in rows]
+        return np.asarray([h for h, _ in pairs], dtype=np.float64), np.asarray(
+            [e for _, e in pairs]
+        )
+    edges = np.linspace(0.0, tops, n_bins + 1, axis=1)
+    idx = np.minimum((rows / tops[:, None] * n_bins).astype(np.intp), n_bins - 1)
+    idx -= rows < np.take_along_axis(edges, idx, axis=1)
+    idx += (rows >= np.take_along_axis(edges, idx + 1, axis=1)) & (idx != n_bins - 1)
+    idx += n_bins * np.arange(len(rows))[:, None]
+    counts = np.bincount(idx.ravel(), minlength=len(rows) * n_bins).reshape(len(rows), n_bins)
+    return counts.astype(np.float64), edges
+
+
+def _first_mins(scores: np.ndarray, exact: Callable[[int, int], float]) -> list[int | None]:
+    """:func:`_first_min` of every row of ``scores`` (``exact(row, k)``): the rows with a
+    single finite best found at once, the others one by one."""
+    finite = np.isfinite(scores).all(axis=1)
+    low = scores.min(axis=1, keepdims=True)
+    in_band = scores <= low + 1e-9 * np.abs(low) + 1e-10
+    picks: list[int | None] = np.argmax(in_band, axis=1).tolist()
+    for j in np.flatnonzero(~finite | (in_band.sum(axis=1) > 1)):
+        picks[j] = _first_min(scores[j], partial(exact, int(j)))
+    return picks
+
+
+def _kl_clips(rows: np.ndarray, bits: Iterable[int], n_bins: int = 512) -> dict[int, list[float]]:
+    """KL weight clips of many rows of |w| at once, for each of ``bits`` (0 for an all-zero
+    row), equal to scoring each row's candidate thresholds on its own, in order, and keeping
+    the first minimum: rows whose best candidate is within rounding of another are settled by
+    ``_kl_at``. The histograms are made once for all bit widths."""
     live = np.flatnonzero(rows.max(axis=1) > 0.0)
-    out = [0.0] * len(rows)
+    out = {b: [0.0] * len(rows) for b in bits}
     if len(live) == 0:
         return out
-    hists = [np.histogram(rows[r], bins=n_bins, range=(0.0, rows[r].max())) for r in live]
-    cands, scores = _kl_scores(np.asarray([h for h, _ in hists], dtype=np.float64), bits)
-    for j, (hist, edges) in enumerate(hists):
-        counts = hist.astype(np.float64)
-        pick = _first_min(scores[j], partial(_exact_kl, counts, cands, levels))
-        out[live[j]] = float(edges[cands[pick] if pick is not None else n_bins])
+    hists, edges = _row_histograms(rows[live], n_bins)
+    for b, clips in out.items():
+        cands, scores = _kl_scores(hists, b)
+
+        def exact(
+            j: int, k: int, cands: np.ndarray = cands, levels: int = signed_levels(b)
+        ) -> float:
+            return _exact_kl(hists[j], cands, levels, k)
+
+        for j, pick in enumerate(_first_mins(scores, exact)):
+            clips[live[j]] = float(edges[j, cands[pick] if pick is not None else n_bins])
     return out
 
 
 def _mse_clips(rows: np.ndarray, bits: int) -> list[float]:
     """MSE weight clips of many rows of |w| at once, settled like ``_kl_clips``."""
     steps = signed_levels(bits)
-    tops = rows.max(axis=1)
-    clips, scores = _mse_scores(rows, tops, bits)
+    live = np.flatnonzero(rows.max(axis=1) > 0.0)
     out = [0.0] * len(rows)
-    for r in np.flatnonzero(tops > 0.0):
-        row, row_clips = rows[r], clips[r]
+    if len(live) == 0:
+        return out
+    some = rows[live]
+    clips, scores = _mse_scores(some, some.max(axis=1), bits)
 
-        def exact(k: int, row: np.ndarray = row, row_clips: np.ndarray = row_clips) -> float:
-            return _mse_at(row, float(row_clips[k]), steps)
+    def exact(j: int, k: int) -> float:
+        return _mse_at(some[j], float(clips[j, k]), steps)
 
-        pick = _first_min(scores[r], exact)
-        out[r] = float(row_clips[pick] if pick is not None else tops[r])
+    for j, pick in enumerate(_first_mins(scores, exact)):
+        out[live[j]] = float(clips[j, pick] if pick is not None else some[j].max())
     return out
+
+
+def weight_clips(
+    w: Tensor, bits: Iterable[int], method: str = "kl", per_channel: bool = False,
+    kl_below_bits: int = 5,
+) -> dict[int, Tensor]:  # fmt: skip
+    """:func:`weight_clip` for several bit widths at once (the KL histograms made once)."""
+    if method not in WEIGHT_CLIP_METHODS:
+        raise ValueError(f"unknown weight clip method {method!r}; valid: {WEIGHT_CLIP_METHODS}")
+    rows = (
+        w.detach().abs().reshape(w.shape[0], -1) if per_channel else w.detach().abs().reshape(1, -1)
+    )
+    rows_np = rows.cpu().double().numpy()
+    widths = sorted(set(bits))
+    searched = [b for b in widths if 1 < b < kl_below_bits] if method != "max" else []
+    clips = _kl_clips(rows_np, searched) if method == "kl" else {}
+    for b in widths:
+        if b == 1:
+            clips[b] = [float(r.mean()) for r in rows_np]
+        elif b not in searched:
+            clips[b] = rows_np.max(axis=1).tolist()
+        elif method == "mse":
+            clips[b] = _mse_clips(rows_np, b)
+    out = {b: torch.tensor(clips[b], dtype=w.dtype, device=w.device) for b in widths}
+    return out if per_channel else {b: c[0] for b, c in out.items()}
 
 
 def weight_clip(
@@ -401,39 +472,33 @@ def weight_clip(
     Never exceeds max|w| (per tensor or per channel). The KL and MSE searches run for all
     channels at once.
     """
-    if method not in WEIGHT_CLIP_METHODS:
-        raise ValueError(f"unknown weight clip method {method!r}; valid: {WEIGHT_CLIP_METHODS}")
-    rows = (
-        w.detach().abs().reshape(w.shape[0], -1) if per_channel else w.detach().abs().reshape(1, -1)
-    )
-    rows_np = rows.cpu().double().numpy()
-    if bits == 1:
-        clips = [float(r.mean()) for r in rows_np]
-    elif method == "max" or bits >= kl_below_bits:
-        clips = rows_np.max(axis=1).tolist()
-    else:
-        clips = (_kl_clips if method == "kl" else _mse_clips)(rows_np, bits)
-    out = torch.tensor(clips, dtype=w.dtype, device=w.device)
-    return out if per_channel else out[0]
+    return weight_clips(w, [bits], method, per_channel, kl_below_bits)[bits]
 
 
-def activation_clip(sample: Tensor, bits: int, signed: bool) -> float:
-    """Calibrated clip for activations: the candidate (quantiles and fractions of the max of
-    |x|) with the least squared quantization error on a calibration sample."""
+def activation_clips(sample: Tensor, bits: Iterable[int], signed: bool) -> dict[int, float]:
+    """Calibrated clips for activations, one per bit width: the candidate (quantiles and
+    fractions of the max of |x|) with the least squared quantization error on a calibration
+    sample (the sample sorted and the candidates made once for all bit widths)."""
     a = sample.detach().abs().double().flatten()
     if a.numel() == 0 or float(a.max()) == 0.0:
-        return 1.0
+        return dict.fromkeys(bits, 1.0)
     a_np = np.sort(a.cpu().numpy())
     top = a_np[-1]
     qs = np.quantile(a_np, [0.99, 0.995, 0.999, 0.9995, 0.9999])
-    cands = np.unique(np.concatenate([qs, top * np.linspace(0.1, 1.0, 19)]))
-    steps = signed_levels(bits) if signed else unsigned_levels(bits)
-    best, best_c = np.inf, top
-    for c in cands:
-        if c <= 0:
-            continue
-        s = c / steps
-        err = np.mean((np.minimum(np.round(a_np / s), steps) * s - a_np) ** 2)
-        if err < best:
-            best, best_c = err, c
-    return float(best_c)
+    cands = [c for c in np.unique(np.concatenate([qs, top * np.linspace(0.1, 1.0, 19)])) if c > 0]
+    out = {}
+    for b in bits:
+        steps = signed_levels(b) if signed else unsigned_levels(b)
+        best, best_c = np.inf, top
+        for c in cands:
+            s = c / steps
+            err = np.mean((np.minimum(np.round(a_np / s), steps) * s - a_np) ** 2)
+            if err < best:
+                best, best_c = err, c
+        out[b] = float(best_c)
+    return out
+
+
+def activation_clip(sample: Tensor, bits: int, signed: bool) -> float:
+    """Calibrated clip for activations (:func:`activation_clips` of one bit width)."""
+    return activation_clips(sample, [bits], signed)[bits]
