@@ -4,7 +4,10 @@ For MobileNet-V2 in the ImageNet layout at 3x64x64 and the reference MobileNet-V
 model at 1x28x28, at batch 4 and 64: images/s of an fp32 training step and inference, and of
 the same at w8a8 and w4a4, measured alternately in one process (bench_gpu.model_throughput),
 so each ratio compares runs made under the same load. Setup seconds and the first against
-the second episode come from ``bench_gpu.py --tiny`` (the same steps as on a GPU).
+the second episode come from ``bench_gpu.py --tiny`` (the same steps as on a GPU). Last, the
+floor of eager fake quantization at the issue's CPU case (MobileNet-V2, 3x64x64, batch 4):
+the training step with every quantizer replaced by an autograd Function that only copies its
+input, the least a quantizer written as an autograd Function can cost.
 
 With ``--compile`` it measures instead what torch.compile does here: ``steps``, the w8a8
 training step of the reference model compiled (``haq finetune --compile``) against the eager
@@ -32,6 +35,7 @@ from bench_gpu import _train_step, alternate, model_throughput, run_haq
 from haq.hostmem import tune_host_allocator
 from haq.models import create_model
 from haq.policy import Policy
+from haq.quant import linear
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.train import Compiled
@@ -113,6 +117,55 @@ def main() -> None:
                 flush=True,
             )
             Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    results["mobilenet_v2_64x64_b4_floor"] = r = eager_floor(args.repeats)
+    print(f"eager floor, MobileNet-V2 3x64x64 b4: {r}", flush=True)
+    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+class _Copy(torch.autograd.Function):
+    """A quantizer's inputs and outputs (input, clip, grid size), no work: the output is a
+    copy, the gradient passes through, the clip gets a zero gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, clip: torch.Tensor, _levels: Any) -> torch.Tensor:  # type: ignore[override]
+        ctx.clip_shape = clip.shape
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        return grad, grad.new_zeros(ctx.clip_shape), None
+
+
+def eager_floor(repeats: int) -> dict[str, float]:
+    """Seconds per training step of MobileNet-V2 (3x64x64, batch 4): fp32, w8a8, and w8a8
+    with the quantizer Functions replaced by :class:`_Copy` (alternating)."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", num_classes=10)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 64, 64, generator=gen), torch.randint(0, 10, (4,), generator=gen)
+    calib = Calibration(model, [(x, y)], batches=1)
+    q = quantize(model, Policy.uniform("w8a8", calib.layer_names), calibration=calib)
+    steps = [_train_step(model, x, y), _train_step(q, x, y)]
+
+    def copying() -> None:
+        names = ("_PACT", "_SignedPACT", "_SymmetricWeight")
+        saved = {n: getattr(linear, n) for n in names}
+        try:
+            for n in names:
+                setattr(linear, n, _Copy)
+            steps[1]()
+        finally:
+            for n, fn in saved.items():
+                setattr(linear, n, fn)
+
+    fp, w8a8, floor = alternate([steps[0], steps[1], copying], repeats, torch.device("cpu"))
+    return {
+        "fp32_step_s": fp,
+        "w8a8_step_s": w8a8,
+        "copying_quantizers_step_s": floor,
+        "w8a8_vs_fp32": w8a8 / fp,
+        "copying_quantizers_vs_fp32": floor / fp,
+    }
 
 
 def compiled_step(
