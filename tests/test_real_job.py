@@ -117,6 +117,34 @@ def test_loader_batches_do_not_depend_on_workers(folder: Path) -> None:
     assert first_images(data, 5).shape == (5, 1, 28, 28)
 
 
+def test_started_loaders_yield_the_batches_of_plain_ones(folder: Path) -> None:
+    """EvalSetup.start_loaders starts the finetune and held-out loaders' first passes (their
+    workers boot during the setup); every pass, the started one and the later ones, holds the
+    batches a plain loader gives; in-memory data has no workers to start."""
+    from haq.evaluation import EvalSetup, Started
+
+    prep = Preprocess((1, 28, 28), (0.286,), (0.353,), crop_ratio=1.0)
+    train = load_imagefolder(folder, prep, train=True)
+    tune, held = (
+        train.view(True).subset(np.arange(64)),
+        train.view(False).subset(64 + np.arange(48)),
+    )
+    model, _ = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+    setup = EvalSetup.build(model, tune, held, workers=1, finetune_steps=2, batch_size=16)
+    setup.start_loaders()
+    for data, batch, shuffle in ((tune, 16, True), (held, setup.eval_batch_size, False)):
+        started = setup.loader(data, batch, shuffle)
+        assert isinstance(started, Started) and started.loader._iterator is not None
+        plain = list(make_loader(data, batch, shuffle, seed=0, workers=0, persistent=True))
+        assert len(started) == len(plain)
+        for _ in range(2):  # the started pass, then one that starts over
+            got = list(started)
+            assert all(torch.equal(a[0], b[0]) for a, b in zip(got, plain, strict=True))
+    in_memory = EvalSetup.build(model, load_dataset("digits"), load_dataset("digits"), workers=1)
+    in_memory.start_loaders()
+    assert not any(isinstance(v, Started) for _, v in in_memory.loaders.values())
+
+
 def test_search_on_a_folder(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     argv = [

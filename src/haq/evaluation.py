@@ -7,10 +7,12 @@ and the search, so a later change can run several evaluations on several workers
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from torch import nn
+from torch.utils.data import DataLoader
 
 from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.policy import Policy
@@ -52,6 +54,18 @@ class EvalSetup:
             self.loaders[key] = (data, loader)
         return self.loaders[key][1]
 
+    def start_loaders(self) -> None:
+        """Make the finetune and held-out loaders now and start their first passes: loader
+        workers boot and decode their first batches in the background (while the caller
+        calibrates and evaluates), not during the first episode."""
+        wanted = [(self.eval_data, self.eval_batch_size, False)]
+        if self.finetune_steps > 0:
+            wanted.append((self.finetune_data, self.batch_size, True))
+        for data, batch_size, shuffle in wanted:
+            loader = self.loader(data, batch_size, shuffle)
+            if isinstance(loader, DataLoader) and loader.num_workers > 0:
+                self.loaders[(id(data), batch_size, shuffle)] = (data, Started(loader))
+
     def quantized(self, policy: Policy) -> nn.Module:
         """``policy``'s quantized model: a new copy, or with ``compile`` the one reused model
         loaded with it, as the compiled module that runs it (compiled on its first call)."""
@@ -91,6 +105,22 @@ class EvalSetup:
         device = cast("str | None", kwargs.get("device"))
         kwargs.setdefault("eval_batch_size", inference_batch(eval_data, 512, device))
         return cls(model, calib, finetune_data, eval_data, quant=quant, **kwargs)  # type: ignore[arg-type]
+
+
+class Started:
+    """A persistent DataLoader whose first pass began when it was wrapped (its workers boot
+    and prefetch meanwhile); that pass is the first one iterated, later ones start over."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self._first: Iterator[Any] | None = iter(loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        first, self._first = self._first, None
+        return first if first is not None else iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 @dataclass(frozen=True)

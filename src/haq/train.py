@@ -121,6 +121,13 @@ def _cycle(loader: Batches, steps: int) -> Iterable[tuple[Tensor, Tensor]]:
             raise HaqError("cannot finetune on an empty dataset")
 
 
+def load_optimizers() -> None:
+    """Pay now what a process's first optimizer costs: torch.optim imports torch.compile's
+    machinery on first use (1.5 s on a 2-core CPU). A search calls it in its setup, so its
+    first episode is not slower than the next."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+
+
 def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> Tensor:
     """Random shift by up to ``pad`` pixels and (``flip``) random horizontal flip, batch-wise."""
     n, _, h, w = x.shape

@@ -26,7 +26,7 @@ from haq.search.budget import Budget, check_feasible, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.rundir import RunDir
 from haq.specs import QuantSpec
-from haq.train import evaluate, pick_device
+from haq.train import evaluate, load_optimizers, pick_device
 
 
 @dataclass
@@ -72,8 +72,11 @@ def build_eval_setup(
         workers=cfg.workers,
         compile=cfg.compile,
     )
+    setup.start_loaders()  # their workers boot while the clips are computed
     if cfg.mode == "linear":
         setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
+    if cfg.finetune_steps > 0:
+        load_optimizers()
     return setup, check
 
 
