@@ -7,7 +7,8 @@ as it ends, so a run cut short keeps what it measured:
    ``--images`` training images, 1,000 validation images);
 2. ``import``: a seeded MobileNet-V2 (ImageNet layout, 3x224x224) imported with ``haq import``
    (its accuracies mean nothing; the times do);
-3. ``loader``: images/s of the training and evaluation crops with ``--workers`` processes;
+3. ``loader``: images/s of the training and evaluation crops with ``--workers`` processes,
+   and the seconds each loader's start blocks the caller;
 4. ``model``: images/s of fp32 and w8a8 training steps and inference at batch 64 and 256,
    measured alternately in one process (so the ratios are fair on a busy machine);
 5. ``paper_episodes``: ``haq search --protocol paper --episodes 2``: seconds of the first and
@@ -104,12 +105,16 @@ def import_seeded(root: Path, folder: Path, shape: tuple[int, int, int], device:
 
 # --- 3-4: loader and model throughput ---------------------------------------------------------
 def loader_throughput(ckpt: Path, folder: Path, workers: int, batch: int, n: int) -> dict:
-    """Images/s of the training and the evaluation crop (no model), warm workers."""
+    """Images/s of the training and the evaluation crop (no model), warm workers, and the
+    seconds that starting each loader's ``workers`` processes blocks this process (the
+    first loader also starts the fork server)."""
     _, meta = load_checkpoint(ckpt)
     train = load_dataset(f"imagefolder:{folder}", True, preprocess_for(meta))
     out = {}
     for name, view in (("train_crop", train.view(True)), ("eval_crop", train)):
+        t = time.perf_counter()
         it = iter(make_loader(view, batch, shuffle=True, workers=workers))
+        out[f"{name}_start_s"] = time.perf_counter() - t
         next(it)
         t = time.perf_counter()
         for _ in range(n):
