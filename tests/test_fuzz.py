@@ -161,6 +161,30 @@ def test_fuzzed_hardware_files_cost_or_fail_in_one_line(data: bytes) -> None:
                     assert math.isfinite(value) and value >= 0, (key, value)
 
 
+@pytest.mark.parametrize("preset", ["bismo-edge", "bismo-cloud", "bitfusion"])
+def test_every_hardware_field_at_extreme_magnitudes_costs_or_fails_in_one_line(preset: str) -> None:
+    """Each numeric field of a preset set to the largest and the smallest positive double
+    (the fuzz test found a clock of 1e308 MHz, whose latencies round to 0 s, ending in a
+    ZeroDivisionError): the cost is finite and positive, or refused in one line."""
+    lines = preset_lines(preset)
+    for i, (key, _) in enumerate(lines):
+        if key in ("name", "arch", "description", "source"):
+            continue
+        for extreme in ("1e308", "5e-324"):
+            changed = [*lines[:i], (key, extreme), *lines[i + 1 :]]
+            path = write_tmp("\n".join(f"{k} = {v}" for k, v in changed).encode(), ".toml")
+            try:
+                code, out, err = run_cli(
+                    ["cost", *TINY, "--hardware", str(path), "--format", "json"]
+                )
+            finally:
+                path.unlink()
+            assert_clean(code, err)
+            if code == 0:
+                total = json.loads(out)["total"]
+                assert total["latency_ms"] > 0 and math.isfinite(total["latency_vs_w8a8"]), key
+
+
 # --- numeric options -------------------------------------------------------------------------
 NUMERIC_FLAGS = {
     "search": [

@@ -368,6 +368,11 @@ def cost_table(
                 f"{hardware.source or hardware.name}: the cost model overflows ({name} is not "
                 "finite); check the hardware fields for out-of-range values"
             )
+        if name in ("latency_s", "energy_j") and values is not None and (values <= 0).any():
+            raise HaqError(  # e.g. a clock of 1e308 MHz: every latency rounds to 0 s
+                f"{hardware.source or hardware.name}: the cost model underflows ({name} is 0 "
+                "for a layer); check the hardware fields for out-of-range values"
+            )
     info = {"batch": hardware.batch, **(meta or {})}
     return CostTable(
         layers=list(layers),
