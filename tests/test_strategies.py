@@ -53,6 +53,24 @@ def test_the_loop_runs_any_strategy_object(tiny_ckpt, tmp_path):
     assert summary["best"]["w_bits"][1:3] == [4, 4]  # pins kept the first and last layers
 
 
+def test_the_setup_shows_its_stages(tiny_ckpt, capsys):
+    """With progress on, the setup before the first episode names each stage as it starts
+    (on stderr); without it, it prints nothing."""
+    cfg = tiny_cfg(tiny_ckpt, strategy="random", episodes=1).resolved()
+    build_context(cfg, progress=True)
+    err = capsys.readouterr().err
+    for stage in (
+        "setup",
+        "data",
+        "calibration (",
+        "clips for bits 1-8",
+        "full-precision accuracy (",
+    ):
+        assert stage in err, (stage, err)
+    build_context(cfg)
+    assert capsys.readouterr().err == ""
+
+
 def test_the_control_acts_like_the_agent_but_never_learns(tiny_ckpt, tmp_path):
     runs = {}
     for name in ("haq", "haq-control"):

@@ -343,7 +343,7 @@ def search(
                 print(f"note: {out} has no checkpoint yet; the run starts again", file=sys.stderr)
                 files.episodes.unlink(missing_ok=True)
             run_id = files.run_id() if resume and not restart else new_run_id()
-            ctx = build_context(cfg)
+            ctx = build_context(cfg, progress)
             return Search(ctx, out, progress, run_id=run_id).run(resume and not restart)
     except BaseException:
         if not resume and not files.has_checkpoint():  # failed before its first checkpoint

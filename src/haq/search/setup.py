@@ -4,12 +4,14 @@ same way by the search and by every evaluation worker (local processes or Ray ac
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
+from tqdm import tqdm
 
 from haq.checkpoint import (
     CheckpointMeta,
@@ -50,15 +52,22 @@ class SearchContext:
 
 
 def build_eval_setup(
-    cfg: SearchConfig, model: nn.Module, meta: CheckpointMeta, device: str
+    cfg: SearchConfig,
+    model: nn.Module,
+    meta: CheckpointMeta,
+    device: str,
+    stage: Callable[[str], None] = lambda _: None,
 ) -> tuple[EvalSetup, Data | None]:
     """The per-episode evaluation of a run (data subsets, calibration, finetune settings) and
-    its unseen check subset. Deterministic: every evaluation worker builds the same one."""
+    its unseen check subset. Deterministic: every evaluation worker builds the same one.
+    ``stage`` is told what starts next (the search's setup bar)."""
+    stage("data")
     train = model_data(cfg.dataset, meta, cfg.crop_ratio, cfg.min_crop_scale)
     check_outputs(model, tuple(meta.input_shape), train.num_classes, cfg.dataset)
     finetune_data, heldout, check = search_split(
         train, cfg.finetune_size, cfg.heldout_size, cfg.seed, cfg.check_size
     )
+    stage(f"calibration ({cfg.calib_batches * 256} images)")
     setup = EvalSetup.build(
         model,
         finetune_data,
@@ -74,6 +83,7 @@ def build_eval_setup(
     )
     setup.start_loaders()  # their workers boot while the clips are computed
     if cfg.mode == "linear":
+        stage("clips for bits 1-8")
         setup.calibration.prepare(range(1, 9), cfg.weight_clip, cfg.per_channel)
     if cfg.finetune_steps > 0:
         load_optimizers()
@@ -107,8 +117,24 @@ def resolve_pins(
     return pw, pa
 
 
-def build_context(cfg: SearchConfig) -> SearchContext:
-    """Everything before the first episode, including the feasibility check."""
+def build_context(cfg: SearchConfig, progress: bool = False) -> SearchContext:
+    """Everything before the first episode, including the feasibility check; with
+    ``progress`` a bar names each stage as it starts."""
+    fmt = "{desc}: {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    with tqdm(total=4, desc="setup", disable=not progress, leave=False, bar_format=fmt) as bar:
+        started: list[str] = []
+
+        def stage(name: str) -> None:
+            bar.update(1 if started else 0)
+            bar.set_postfix_str(name)
+            started.append(name)
+
+        ctx = _build_context(cfg, stage)
+        bar.update(1)
+    return ctx
+
+
+def _build_context(cfg: SearchConfig, stage: Callable[[str], None]) -> SearchContext:
     t0 = time.perf_counter()
     cfg.validate()
     model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
@@ -127,7 +153,8 @@ def build_context(cfg: SearchConfig) -> SearchContext:
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
     check_feasible(table, budgets, cfg.min_bit, pw, pa)
-    setup, check = build_eval_setup(cfg, model, meta, device)
+    setup, check = build_eval_setup(cfg, model, meta, device, stage)
+    stage(f"full-precision accuracy ({len(setup.eval_data)} images)")
     held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
     fp = evaluate(model, held_out, device=device).top1
     metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
