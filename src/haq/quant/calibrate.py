@@ -96,8 +96,9 @@ class Calibration:
         for name in self.layer_names:
             weight = modules[name].weight  # type: ignore[union-attr]
             todo = [b for b in widths if (name, b) not in self._act_cache]
-            for b, clip in activation_clips(self.samples[name], todo, self.signed[name]).items():
-                self._act_cache[(name, b)] = clip
+            if todo:
+                found = activation_clips(self.samples[name], todo, self.signed[name])
+                self._act_cache.update({(name, b): clip for b, clip in found.items()})
             todo = [b for b in widths if (name, b, weight_clip, per_channel) not in self._w_cache]
             if todo:
                 clips = weight_clips(weight, todo, weight_clip, per_channel)  # type: ignore[arg-type]
