@@ -1,7 +1,8 @@
 """The policy-evaluation loop on a GPU, in one go (issue 32): loader, model, episodes, searches.
 
 Steps, each writing its figures to ``--json`` (default benchmarks/results/gpu.json) as soon
-as it ends, so a run cut short keeps what it measured:
+as it ends, so a run cut short keeps what it measured; a step that fails leaves its error
+there and the next one runs (the command then exits non-zero, naming the failed steps):
 
 1. ``folder``: a JPEG folder made in parallel from Fashion-MNIST (enlarged to 256x256 RGB,
    ``--images`` training images, 1,000 validation images);
@@ -207,7 +208,7 @@ def run_haq(out: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     eps = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
     return {
@@ -218,6 +219,32 @@ def run_haq(out: Path, *args: str) -> dict[str, Any]:
         "policy_evaluations": summary["search_cost"]["policy_evaluations"],
         "best_heldout_top1": summary["best"]["accuracy"],
     }
+
+
+class Steps:
+    """Runs the benchmark's steps, writing ``results`` to ``path`` after each one. A step that
+    fails is recorded (its error in the results) and the next one runs, so one run on a
+    borrowed GPU measures what it can; a ``needed`` step's failure ends the run."""
+
+    def __init__(self, path: Path, results: dict[str, Any]) -> None:
+        self.path, self.results = path, results
+        self.failed: list[str] = []
+
+    def __call__(self, name: str, fn: Callable[[], Any], needed: bool = False) -> Any:
+        t = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as err:
+            if needed:
+                raise
+            self.failed.append(name)
+            value = {"error": f"{type(err).__name__}: {err}"[-3000:]}
+        self.results[name] = value if isinstance(value, dict) else {"value": str(value)}
+        self.results[name]["step_s"] = round(time.perf_counter() - t, 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.results, indent=1) + "\n")
+        print(f"{name}: {json.dumps(self.results[name])}", flush=True)
+        return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,21 +282,13 @@ def main(argv: list[str] | None = None) -> None:
         "workers": workers,
     }
 
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        t = time.perf_counter()
-        value = fn()
-        results[name] = value if isinstance(value, dict) else {"value": str(value)}
-        results[name]["step_s"] = round(time.perf_counter() - t, 2)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-        return value
-
+    step = Steps(path, results)
     shape = size["shape"]
     folder = root / f"folder{size['images']}"
     step(
         "folder",
-        lambda: {
+        needed=True,
+        fn=lambda: {
             "images": size["images"],
             "path": str(make_folder(folder, size["images"], size["val"], size["side"], workers)),
         },
@@ -302,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.compile if args.compile is not None else not args.tiny:
         compiled = [*data, *device, *paper, "--compile", *(small if args.tiny else [])]
         step("paper_episodes_compiled", lambda: run_haq(root / "paper-compiled", *compiled))
+    if step.failed:
+        raise SystemExit(f"failed steps: {', '.join(step.failed)} (their errors are in {path})")
 
 
 if __name__ == "__main__":

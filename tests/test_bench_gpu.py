@@ -31,3 +31,25 @@ def test_bench_gpu_tiny_runs_every_step(tmp_path):
     # the embedded main job on the shipped model: a real accuracy, the default ILP
     main = r["main_job"]
     assert main["policy_evaluations"] == 5 and main["best_heldout_top1"] > 85
+
+
+def test_a_failed_step_is_recorded_and_the_next_runs(tmp_path):
+    """One GPU run measures what it can: a failing step's error goes into the results and
+    the next step runs; a step the others need ends the run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_gpu import Steps
+
+    path, results = tmp_path / "r.json", {"date": "today"}
+    step = Steps(path, results)
+    assert step("ok", lambda: {"img_s": 1.0})["img_s"] == 1.0
+    step("broken", lambda: 1 / 0)
+    step("after", lambda: 7)
+    saved = json.loads(path.read_text())
+    assert saved["broken"]["error"] == "ZeroDivisionError: division by zero"
+    assert saved["after"]["value"] == "7" and step.failed == ["broken"]
+    try:
+        step("needed", lambda: 1 / 0, needed=True)
+    except ZeroDivisionError:
+        pass
+    else:
+        raise AssertionError("a needed step's failure must end the run")
