@@ -16,6 +16,7 @@ compilation); ``searches``, ``haq search`` with and without ``--compile`` (one a
 other, alone): three ``--protocol paper`` episodes of random policies, and the main job.
 
     python benchmarks/bench_cpu.py [--repeats 15] [--json benchmarks/results/cpu.json]
+    python benchmarks/bench_cpu.py --untuned-allocator   # without haq.hostmem's malloc tuning
     python benchmarks/bench_cpu.py --compile [--parts steps searches] [--json PATH]
 """
 
@@ -73,14 +74,22 @@ def main() -> None:
         "--parts", nargs="+", default=["steps", "searches"], choices=["steps", "searches"]
     )
     ap.add_argument("--root", default="runs/cpu-compile", help="where the searches' runs go")
+    ap.add_argument(
+        "--untuned-allocator",
+        action="store_true",
+        help="glibc's malloc as a Python API user has it (the haq command tunes it)",
+    )
     args = ap.parse_args()
-    args.json = args.json or f"benchmarks/results/cpu{'_compile' if args.compile else ''}.json"
-    tune_host_allocator()
+    suffix = "_compile" if args.compile else "_untuned" if args.untuned_allocator else ""
+    args.json = args.json or f"benchmarks/results/cpu{suffix}.json"
+    if not args.untuned_allocator:
+        tune_host_allocator()
     results: dict = {
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "allocator_tuned": not args.untuned_allocator,
     }
     dev = torch.device("cpu")
     if args.compile:
