@@ -70,6 +70,21 @@ def test_eval_prints_fp_quantized_and_cost(ckpt, capsys):
     assert "full precision   top-1" in out and "w4a4" in out and "cost on bitfusion" in out
 
 
+def test_eval_shows_its_passes_unless_told_not_to(ckpt, capsys):
+    """``haq eval`` shows a bar per pass on stderr (full precision, the finetune, the
+    policy's own), the report alone on stdout; ``--no-progress`` shows none."""
+    argv = ["eval", "--model", "tests.conftest:TinyNet", "--checkpoint", ckpt]
+    argv += ["--dataset", "digits", "--policy", "w4a4", "--finetune-steps", "3"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "full precision:" in captured.err and "w4a4:" in captured.err
+    assert "finetune" in captured.err and "it/s" not in captured.out
+    assert main([*argv, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "full precision:" not in captured.err and "w4a4:" not in captured.err
+    assert "full precision   top-1" in captured.out
+
+
 def test_eval_policy_file_and_kmeans(ckpt, capsys, tmp_path):
     Policy.from_arrays(NAMES, [8, 3, 3, 8], [8, 4, 4, 8]).save(tmp_path / "p.json")
     assert (

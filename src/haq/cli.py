@@ -199,6 +199,7 @@ def cmd_eval(args: EvalOptions) -> int:
             lr=args.lr,
             seed=args.seed,
             device=device,
+            progress=not args.no_progress,
         )
     print(r.format(args.dataset, device, args.finetune_steps))
     return 0

@@ -120,6 +120,7 @@ class EvalOptions(QuantSpec, DataSpec, ModelSpec):
     hardware: str | None = opt(None, "also print the policy's cost on this hardware")
     seed: int = _seed()
     device: str | None = device_opt()
+    no_progress: bool = opt(False, "no progress bar")
 
 
 @dataclass(kw_only=True)

@@ -131,20 +131,23 @@ class EvalResult:
 
 
 def evaluate_policy(
-    setup: EvalSetup, policy: Policy, return_model: bool = False
+    setup: EvalSetup, policy: Policy, return_model: bool = False, progress: bool = False
 ) -> tuple[EvalResult, nn.Module | None]:
     """Quantize ``setup.model`` with ``policy``, finetune ``finetune_steps`` batches (fixed
-    seed, so the same policy always gives the same accuracy on CPU), then evaluate. With
-    ``setup.compile`` the returned model is the reused one: the next evaluation changes it."""
+    seed, so the same policy always gives the same accuracy on CPU), then evaluate (with
+    ``progress``, bars for both). With ``setup.compile`` the returned model is the reused
+    one: the next evaluation changes it."""
     t1 = time.perf_counter()
     q = setup.quantized(policy)
     if setup.finetune_steps > 0:
         loader = setup.loader(setup.finetune_data, setup.batch_size, shuffle=True)
         finetune(
-            q, loader, steps=setup.finetune_steps, lr=setup.lr, seed=setup.seed, device=setup.device
-        )
+            q, loader, steps=setup.finetune_steps, lr=setup.lr, seed=setup.seed,
+            device=setup.device, progress=progress or None,
+        )  # fmt: skip
     t2 = time.perf_counter()
-    acc = evaluate(q, setup.loader(setup.eval_data, setup.eval_batch_size), device=setup.device)
+    held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
+    acc = evaluate(q, held_out, device=setup.device, progress=progress, desc=policy.name())
     t3 = time.perf_counter()
     return EvalResult(acc, t2 - t1, t3 - t2), (q if return_model else None)
 
@@ -164,7 +167,7 @@ class EvalReport:
     def format(self, dataset: str, device: str, finetune_steps: int) -> str:
         """The report as ``haq eval`` prints it."""
         fp, q, policy = self.full_precision, self.quantized, self.policy
-        name = policy.describe() if len(set(policy.key())) == 1 else "mixed policy"
+        name = policy.name()
         lines = [
             f"model {self.model}  dataset {dataset} test set ({self.n_images} images)  "
             f"device {device}",
@@ -195,12 +198,13 @@ def eval_on_test(
     *,
     mode: str | None = None,
     hardware: str | None = None,
+    progress: bool = False,
     **setup: Any,
 ) -> EvalReport:
     """Quantize a model with ``policy`` (wXaY or a policy file), finetune ``finetune_steps``
     batches of the training split if asked, and score it and the full-precision model on the
-    test split. ``setup``: the options of :meth:`EvalSetup` (finetune_steps, lr, seed,
-    device)."""
+    test split (``progress``: bars for the passes). ``setup``: the options of
+    :meth:`EvalSetup` (finetune_steps, lr, seed, device)."""
     from haq.checkpoint import check_outputs, model_splits, resolve_model
     from haq.costing import model_cost_table, policy_report
 
@@ -212,8 +216,9 @@ def eval_on_test(
     pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
     if mode:
         pol.mode = mode
-    fp = evaluate(net, built.loader(test, built.eval_batch_size), device=built.device)
-    result, _ = evaluate_policy(built, pol)
+    test_loader = built.loader(test, built.eval_batch_size)
+    fp = evaluate(net, test_loader, device=built.device, progress=progress, desc="full precision")
+    result, _ = evaluate_policy(built, pol, progress=progress)
     cost, hw_name = None, None
     if hardware:
         table = model_cost_table(net, shape, hardware, None, meta.model)

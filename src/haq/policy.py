@@ -187,6 +187,10 @@ class Policy:
         """Write atomically: a temp file, then rename, so a crash never leaves half a policy."""
         return atomic_write_json(path, self.to_dict())
 
+    def name(self) -> str:
+        """``w8a8`` when uniform, else ``mixed policy``."""
+        return self.describe() if len(set(self.key())) == 1 else "mixed policy"
+
     def describe(self) -> str:
         """Compact text: ``w8a8`` when uniform, else per-layer pairs."""
         pairs = set(self.key())

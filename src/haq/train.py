@@ -73,13 +73,15 @@ def evaluate(
     loader: Batches,
     device: str | torch.device | None = None,
     progress: bool = False,
+    desc: str = "evaluate",
 ) -> Accuracy:
-    """Top-1/top-5 accuracy (%) of ``model`` on ``loader``; the model is left in eval mode."""
+    """Top-1/top-5 accuracy (%) of ``model`` on ``loader``; the model is left in eval mode.
+    ``progress``: a bar named ``desc``."""
     dev = pick_device(device) if device is not None else _model_device(model)
     model.to(dev, memory_format=_memory_format(dev)).eval()  # type: ignore[call-overload]
     sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, top-1, top-5 hits
     n = 0
-    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
         x, y = _to(x, dev), y.to(dev, non_blocking=True)
         out = model(x)
         top = out.topk(min(5, out.shape[1]), dim=1).indices
