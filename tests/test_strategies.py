@@ -53,9 +53,9 @@ def test_the_loop_runs_any_strategy_object(tiny_ckpt, tmp_path):
     assert summary["best"]["w_bits"][1:3] == [4, 4]  # pins kept the first and last layers
 
 
-def test_the_setup_shows_its_stages(tiny_ckpt, capsys):
-    """With progress on, the setup before the first episode names each stage as it starts
-    (on stderr); without it, it prints nothing."""
+def test_the_setup_shows_its_stages(tiny_ckpt, capsys, tmp_path):
+    """With progress on, the setup before the first episode and the summary after the last
+    name each stage as it starts (on stderr); without it, the setup prints nothing."""
     cfg = tiny_cfg(tiny_ckpt, strategy="random", episodes=1).resolved()
     build_context(cfg, progress=True)
     err = capsys.readouterr().err
@@ -69,6 +69,10 @@ def test_the_setup_shows_its_stages(tiny_ckpt, capsys):
         assert stage in err, (stage, err)
     build_context(cfg)
     assert capsys.readouterr().err == ""
+    search(cfg, tmp_path / "run", progress=True)  # and the summary's evaluations at the end
+    err = capsys.readouterr().err
+    assert "summary:" in err and "the largest uniform policy" in err
+    assert "the best policy on 300 unseen images" in err
 
 
 def test_the_control_acts_like_the_agent_but_never_learns(tiny_ckpt, tmp_path):

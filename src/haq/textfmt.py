@@ -1,9 +1,13 @@
-"""Plain-text tables for the terminal (no dependency on a table library)."""
+"""Plain-text tables for the terminal (no dependency on a table library), and the format of
+the bars that name the stage of a multi-stage step."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+# a tqdm bar_format for steps made of a few named stages: "setup: 2/4 [00:03, clips]"
+STAGE_BAR = "{desc}: {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 def fmt_num(value: Any, digits: int = 3) -> str:

@@ -28,6 +28,7 @@ from haq.search.budget import Budget, check_feasible, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.rundir import RunDir
 from haq.specs import QuantSpec
+from haq.textfmt import STAGE_BAR
 from haq.train import evaluate, load_optimizers, pick_device
 
 
@@ -120,8 +121,9 @@ def resolve_pins(
 def build_context(cfg: SearchConfig, progress: bool = False) -> SearchContext:
     """Everything before the first episode, including the feasibility check; with
     ``progress`` a bar names each stage as it starts."""
-    fmt = "{desc}: {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
-    with tqdm(total=4, desc="setup", disable=not progress, leave=False, bar_format=fmt) as bar:
+    with tqdm(
+        total=4, desc="setup", disable=not progress, leave=False, bar_format=STAGE_BAR
+    ) as bar:
         started: list[str] = []
 
         def stage(name: str) -> None:

@@ -8,10 +8,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from haq.evaluation import evaluate_policy
 from haq.search.baselines import largest_uniform_bits
 from haq.search.state import policy_key
+from haq.textfmt import STAGE_BAR
 from haq.train import evaluate
 
 if TYPE_CHECKING:
@@ -28,11 +30,20 @@ def check_top1(s: Search, w: np.ndarray, a: np.ndarray) -> float | None:
 
 
 def summarize(s: Search) -> dict[str, Any]:
+    """summary.json's content, written; the uniform baseline and the best policy's check
+    score are evaluated here (a bar names each while it runs)."""
     c = s.ctx
     records = s.files.read_episodes()
     best = max(records, key=lambda r: r["reward"])
-    uniform = _uniform_summary(s)
     bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
+    with tqdm(total=2, desc="summary", disable=not s.progress, leave=False, bar_format=STAGE_BAR) as bar:  # fmt: skip
+        bar.set_postfix_str("the largest uniform policy")
+        uniform = _uniform_summary(s)
+        bar.update(1)
+        if c.check_data is not None:
+            bar.set_postfix_str(f"the best policy on {len(c.check_data)} unseen images")
+        best_check = check_top1(s, bw, ba)
+        bar.update(1)
     sens = s.state.sensitivity or {"passes": 0, "seconds": 0.0}
     summary = {
         "model": c.cfg.model,
@@ -50,7 +61,7 @@ def summarize(s: Search) -> dict[str, Any]:
         "best": {
             "episode": best["episode"],
             "accuracy": best["accuracy"],
-            "check_top1": check_top1(s, bw, ba),
+            "check_top1": best_check,
             "cost": best["cost"],
             "w_bits": best["w_bits"],
             "a_bits": best["a_bits"],
