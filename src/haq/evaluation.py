@@ -42,15 +42,20 @@ class EvalSetup:
     reused: tuple[Requantizer, nn.Module] | None = field(default=None, repr=False)
     loaders: dict[tuple[int, int, bool], tuple[Data, Any]] = field(default_factory=dict, repr=False)
 
-    def loader(self, data: Data, batch_size: int, shuffle: bool = False) -> Any:
+    def loader(
+        self, data: Data, batch_size: int, shuffle: bool = False, start: bool = False
+    ) -> Any:
         """Seeded batches of ``data``, the same every pass (pinned memory on CUDA); made once
-        per data subset, so loader workers start once per run, not once per episode."""
+        per data subset, so loader workers start once per run, not once per episode. With
+        ``start`` a loader made now begins its first pass at once (:class:`Started`)."""
         key = (id(data), batch_size, shuffle)  # the entry holds ``data``: the id stays its own
         if key not in self.loaders:
             cuda = self.device is not None and str(self.device).startswith("cuda")
-            loader = make_loader(
+            loader: Any = make_loader(
                 data, batch_size, shuffle, self.seed, self.workers, cuda, persistent=True
             )
+            if start and isinstance(loader, DataLoader) and loader.num_workers > 0:
+                loader = Started(loader)
             self.loaders[key] = (data, loader)
         return self.loaders[key][1]
 
@@ -58,13 +63,9 @@ class EvalSetup:
         """Make the finetune and held-out loaders now and start their first passes: loader
         workers boot and decode their first batches in the background (while the caller
         calibrates and evaluates), not during the first episode."""
-        wanted = [(self.eval_data, self.eval_batch_size, False)]
+        self.loader(self.eval_data, self.eval_batch_size, start=True)
         if self.finetune_steps > 0:
-            wanted.append((self.finetune_data, self.batch_size, True))
-        for data, batch_size, shuffle in wanted:
-            loader = self.loader(data, batch_size, shuffle)
-            if isinstance(loader, DataLoader) and loader.num_workers > 0:
-                self.loaders[(id(data), batch_size, shuffle)] = (data, Started(loader))
+            self.loader(self.finetune_data, self.batch_size, shuffle=True, start=True)
 
     def quantized(self, policy: Policy) -> nn.Module:
         """``policy``'s quantized model: a new copy, or with ``compile`` the one reused model
