@@ -189,8 +189,12 @@ def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path):
             str(out),
         ]
     )
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert code == 0 and "test top-1" in text and out.is_file()
+    # a bar per pass on stderr: the three test-set evaluations and the finetune
+    for bar in ("full precision:", "before finetune:", "after finetune:", "finetune"):
+        assert bar in captured.err, bar
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["policy"]["accuracy"]["test_top1"] == pytest.approx(
         meta["result"]["quantized_test_top1"]

@@ -18,7 +18,7 @@ from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
 from haq.search.rundir import RunDir
 from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
-from haq.train import evaluate, finetune, pick_device
+from haq.train import Accuracy, evaluate, finetune, pick_device
 
 
 def final_finetune(
@@ -56,9 +56,13 @@ def final_finetune(
     calib = Calibration(net, *calibration_loader(train_data, quant.calib_batches, data.workers))
     policy.check_layers(calib.layer_names)
     test_batch = inference_batch(test, 512, device)
-    fp = evaluate(net, batches(test, test_batch), device=device)
+
+    def score(m: Any, desc: str) -> Accuracy:
+        return evaluate(m, batches(test, test_batch), device=device, progress=progress, desc=desc)
+
+    fp = score(net, "full precision")
     q = quantize(net, policy, calibration=calib, per_channel=quant.per_channel, weight_clip=quant.weight_clip)  # fmt: skip
-    before = evaluate(q, batches(test, test_batch), device=device)
+    before = score(q, "before finetune")
     finetune(
         q,
         batches(train_data.view(True), train.batch_size, shuffle=True),
@@ -69,7 +73,7 @@ def final_finetune(
         progress=progress,
         compile=train.compile,
     )
-    after = evaluate(q, batches(test, test_batch), device=device)
+    after = score(q, "after finetune")
     result = {
         "fp_test_top1": fp.top1,
         "quantized_test_top1_before_finetune": before.top1,
