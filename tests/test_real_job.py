@@ -198,7 +198,8 @@ def test_import_round_trip(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     argv += ["--dataset", f"imagefolder:{folder}", "--out", str(ckpt), "--workers", "1"]
     argv += ["--mean", FMNIST["mean"], "--std", FMNIST["std"], "--crop-ratio", "1"]
     assert main(argv) == 0
-    assert "test top-1" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "test top-1" in captured.out and "test set:" in captured.err  # a bar for the pass
     meta, _ = read_checkpoint(ckpt)
     assert meta.input_shape == (1, 28, 28) and len(meta.classes) == 10
     assert meta.preprocess["crop_ratio"] == 1.0 and meta.preprocess["mean"] == [0.286]

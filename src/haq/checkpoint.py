@@ -186,11 +186,12 @@ def import_model(
     preprocess: dict[str, Any] | None = None,
     device: str | None = None,
     workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[Path, CheckpointMeta]:
     """Write a haq checkpoint of ``spec`` with ``weights``: input shape (default: the
     registry's, else 3x224x224), preprocessing (``preprocess`` keys of
     :class:`~haq.imagefolder.Preprocess` override the defaults), the dataset's classes and
-    the full-precision accuracy measured on its test split."""
+    the full-precision accuracy measured on its test split (``progress``: a bar for it)."""
     kwargs = dict(model_kwargs or {})
     model = load_weights(load_model_spec(spec, **kwargs), weights)
     shape = tuple(input_shape or default_input_shape(spec))
@@ -204,8 +205,9 @@ def import_model(
         )
     check_outputs(model, shape, test.num_classes, dataset)
     dev = pick_device(device)
-    loader = make_loader(test, inference_batch(test, 256, dev), workers=workers)
-    acc = evaluate(model, loader, device=dev)
+    batch = inference_batch(test, 256, dev)
+    loader = make_loader(test, batch, workers=workers, pin_memory=dev.type == "cuda")
+    acc = evaluate(model, loader, device=dev, progress=progress, desc="test set")
     meta.accuracy = {"top1": acc.top1, "top5": acc.top5}
     meta.classes = list(getattr(test, "classes", []))
     meta.extra = {"imported_from": str(weights), "test_images": acc.n_images}

@@ -277,6 +277,7 @@ def cmd_import(args: ImportOptions) -> int:
             args.preprocessing(),
             device,
             args.workers,
+            progress=not args.no_progress,
         )
     print(
         f"{args.model} with {args.weights}: test top-1 {meta.accuracy['top1']:.2f}% "

@@ -165,6 +165,7 @@ class ImportOptions:
     )
     workers: int | None = opt(None, "loader processes for images on disk", low=0, high=MAX_WORKERS)
     device: str | None = device_opt()
+    no_progress: bool = opt(False, "no progress bar")
 
     def shape(self) -> tuple[int, int, int] | None:
         return parse_shape(self.input_shape)
