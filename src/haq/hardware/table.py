@@ -363,10 +363,13 @@ def cost_table(
         c = ARCHS[hardware.arch].costs(layers, hardware)
     for name in ("cycles", "latency_s", "energy_j", "dram_bytes"):
         values = getattr(c, name)
-        if values is not None and not np.isfinite(values).all():
+        with np.errstate(over="ignore"):  # the largest total any policy can reach
+            worst = None if values is None else values.reshape(len(layers), -1).max(axis=1).sum()
+        if values is not None and not (np.isfinite(values).all() and np.isfinite(worst)):
             raise HaqError(
                 f"{hardware.source or hardware.name}: the cost model overflows ({name} is not "
-                "finite); check the hardware fields for out-of-range values"
+                "finite for a layer or a model's total); check the hardware fields for "
+                "out-of-range values"
             )
         if name in ("latency_s", "energy_j") and values is not None and (values <= 0).any():
             raise HaqError(  # e.g. a clock of 1e308 MHz: every latency rounds to 0 s
