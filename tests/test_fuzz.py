@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,7 +30,9 @@ from haq.options import given_options
 from haq.search.config import SearchConfig
 from haq.search.ddpg import DDPGConfig
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# HAQ_FUZZ_EXAMPLES: more examples per test for a soak (1,500 found the overflowing total)
+EXAMPLES = int(os.environ.get("HAQ_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TINY = ["--model", "tests.conftest:TinyNet", "--input-shape", "1,8,8"]
 NAMES = ["body.0", "body.2", "body.5", "head"]
 

@@ -66,6 +66,44 @@ def test_a_table_of_another_model_is_refused_in_one_line(tmp_path):
     assert code == 2 and "is a table of another model" in err
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda a: np.where(a == a.max(), np.nan, a), "cycles has NaN or negative entries"),
+        (lambda a: -a, "cycles has NaN or negative entries"),
+        (lambda a: a * 0 + 1e308, "the costs overflow (cycles is not finite for a layer or a model's total)"),
+        (lambda a: a * 0, "latency_s is 0 for a layer"),
+    ],
+)  # fmt: skip
+def test_a_table_with_entries_no_policy_can_be_measured_by_is_refused_in_one_line(
+    tmp_path, edit, message
+):
+    """A user's .npz or .npy with a NaN, negative, zero or overflowing entry (every layer at
+    1e308: each finite, the total not) is refused in one line by every command that reads
+    it; these were taken as they were (a NaN total, a negative latency, a ZeroDivisionError)."""
+    npz, npy = _write_tables(tmp_path)
+    arrays = dict(np.load(npz))
+    arrays["cycles"], arrays["latency_s"] = edit(arrays["cycles"]), edit(arrays["latency_s"])
+    bad_npz, bad_npy = tmp_path / "bad.npz", tmp_path / "bad.npy"
+    np.savez(bad_npz, **arrays)
+    np.save(bad_npy, edit(np.load(npy).astype(np.float64)))
+    for table in (bad_npz, bad_npy):
+        code, _, err = run_cli(["cost", *TINY, "--hardware", str(table), "--format", "json"])
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_runner_whose_times_overflow_the_table_is_refused_in_one_line(tmp_path):
+    """A runner's 1e300 s per layer is finite, but not in nanoseconds (the table's cycles)."""
+    runner = tmp_path / "huge.py"
+    runner.write_text("def run(layer, w_bits, a_bits, batch):\n    return 1e300\n")
+    argv = ["hardware", "measure", *TINY, "--runner", f"{runner}:run", "--bits", "1,8"]
+    code, _, err = run_cli(
+        [*argv, "--repeats", "1", "--no-progress", "--out", str(tmp_path / "t.npz")]
+    )
+    assert code == 2 and "the costs overflow (cycles is not finite" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "t.npz").exists()
+
+
 def test_searches_on_npz_and_npy_tables_hold_their_budget_and_match_the_model(tiny_ckpt, tmp_path):
     """A table written by haq cost and searched on gives the policy of the hardware that wrote
     it; the HAQ .npy (latency only, in cycles) takes ratio budgets and refuses time ones."""

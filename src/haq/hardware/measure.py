@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from haq.errors import HaqError
-from haq.hardware.table import CostTable, measured_hardware
+from haq.hardware.table import CostTable, check_costs, measured_hardware
 from haq.layers import LayerSpec
 from haq.plugins import load_callable
 
@@ -143,7 +143,9 @@ def _table(layers: Sequence[LayerSpec], grids: list[np.ndarray], bits: list[int]
         {"name": out.stem, "arch": "measured", "batch": batch,
          "description": f"measured with {runner} on {machine}"}, str(out),
     )  # fmt: skip
-    ns = median * 1e9  # no clock: cycles of a nominal 1 GHz
+    with np.errstate(over="ignore"):
+        ns = median * 1e9  # no clock: cycles of a nominal 1 GHz
+    check_costs(f"{runner} runner", {"cycles": ns, "latency_s": median}, "its times must be positive finite seconds")  # fmt: skip
     meta = {
         "runner": runner,
         "machine": machine,

@@ -206,6 +206,9 @@ class CostTable:
             hw = measured_hardware(hw_dict, str(path), not np.isnan(data["energy_j"]).all())
         layers = [_layer_from_dict(d) for d in meta.pop("layers")]
         energy = data["energy_j"]
+        energy = None if np.isnan(energy).all() else energy
+        costs = {name: energy if name == "energy_j" else data[name] for name in COST_ARRAYS}
+        check_costs(str(path), costs, "every entry must be a positive finite number")
         return cls(
             layers=layers,
             hardware=hw,
@@ -213,7 +216,7 @@ class CostTable:
             compute_cycles=data["compute_cycles"],
             memory_cycles=data["memory_cycles"],
             latency_s=data["latency_s"],
-            energy_j=None if np.isnan(energy).all() else energy,
+            energy_j=energy,
             dram_bytes=data["dram_bytes"],
             meta=meta,
             detail={
@@ -247,13 +250,16 @@ class CostTable:
                 f"{path}: HAQ lookup table has shape {arr.shape}; this model needs ({n}, 8, 8)"
             )
         clock_hz = self.hardware.params.get("clock_mhz", 1.0) * 1e6
+        with np.errstate(over="ignore", under="ignore"):
+            latency = arr / clock_hz
+        check_costs(str(path), {"cycles": arr, "latency_s": latency}, "every entry must be a positive finite number of cycles")  # fmt: skip
         return CostTable(
             layers=self.layers,
             hardware=self.hardware,
             cycles=arr,
             compute_cycles=arr,
             memory_cycles=np.zeros_like(arr),
-            latency_s=arr / clock_hz,
+            latency_s=latency,
             energy_j=self.energy_j,
             dram_bytes=self.dram_bytes,
             meta={**self.meta, "latency_from": str(path)},
@@ -330,8 +336,7 @@ def haq_npy_table(layers: Sequence[LayerSpec], path: str, batch: int | None = No
     if arr.shape != (n, 8, 8) or not np.issubdtype(arr.dtype, np.number):
         raise HaqError(f"{path}: a HAQ lookup table of shape {arr.shape}; this model needs ({n}, 8, 8) numbers")  # fmt: skip
     cycles = arr.astype(np.float64)
-    if not np.isfinite(cycles).all() or (cycles <= 0).any():
-        raise HaqError(f"{path}: every entry must be a positive finite number of cycles")
+    check_costs(str(path), {"cycles": cycles, "latency_s": cycles * 1e-9}, "every entry must be a positive finite number of cycles")  # fmt: skip
     hw = measured_hardware(
         {"name": Path(path).stem, "arch": "haq-npy", "batch": batch or 1,
          "description": f"HAQ lookup table {path} (cycles, no clock)"}, str(path),
@@ -341,6 +346,29 @@ def haq_npy_table(layers: Sequence[LayerSpec], path: str, batch: int | None = No
         memory_cycles=np.zeros_like(cycles), latency_s=cycles * 1e-9, energy_j=None,
         dram_bytes=np.zeros_like(cycles), meta={"latency_from": str(path), "relative_latency": True},
     )  # fmt: skip
+
+
+COST_ARRAYS = ("cycles", "latency_s", "energy_j", "dram_bytes")
+
+
+def check_costs(source: str, arrays: dict[str, np.ndarray | None], hint: str) -> None:
+    """Refuse, in one line ending in ``hint``, costs no policy can be measured by: a NaN or
+    negative entry, one that is infinite or whose model total can be (the sum of the layers'
+    largest entries: every layer finite, a policy's total not), a latency or energy of 0."""
+    for name, values in arrays.items():
+        if values is None:
+            continue
+        if np.isnan(values).any() or (values < 0).any():
+            raise HaqError(f"{source}: {name} has NaN or negative entries; {hint}")
+        with np.errstate(over="ignore"):
+            worst = values.reshape(len(values), -1).max(axis=1).sum()
+        if not (np.isfinite(values).all() and np.isfinite(worst)):
+            raise HaqError(
+                f"{source}: the costs overflow ({name} is not finite for a layer or a model's "
+                f"total); {hint}"
+            )
+        if name in ("latency_s", "energy_j") and (values == 0).any():  # e.g. a clock of 1e308 MHz
+            raise HaqError(f"{source}: {name} is 0 for a layer; {hint}")
 
 
 def _layer_from_dict(d: dict[str, Any]) -> LayerSpec:
@@ -361,21 +389,11 @@ def cost_table(
         raise HaqError("no layers to cost")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         c = ARCHS[hardware.arch].costs(layers, hardware)
-    for name in ("cycles", "latency_s", "energy_j", "dram_bytes"):
-        values = getattr(c, name)
-        with np.errstate(over="ignore"):  # the largest total any policy can reach
-            worst = None if values is None else values.reshape(len(layers), -1).max(axis=1).sum()
-        if values is not None and not (np.isfinite(values).all() and np.isfinite(worst)):
-            raise HaqError(
-                f"{hardware.source or hardware.name}: the cost model overflows ({name} is not "
-                "finite for a layer or a model's total); check the hardware fields for "
-                "out-of-range values"
-            )
-        if name in ("latency_s", "energy_j") and values is not None and (values <= 0).any():
-            raise HaqError(  # e.g. a clock of 1e308 MHz: every latency rounds to 0 s
-                f"{hardware.source or hardware.name}: the cost model underflows ({name} is 0 "
-                "for a layer); check the hardware fields for out-of-range values"
-            )
+    check_costs(
+        hardware.source or hardware.name,
+        {name: getattr(c, name) for name in COST_ARRAYS},
+        "check the hardware fields for out-of-range values",
+    )
     info = {"batch": hardware.batch, **(meta or {})}
     return CostTable(
         layers=list(layers),
