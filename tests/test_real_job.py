@@ -235,9 +235,20 @@ def test_weights_formats(tmp_path: Path) -> None:
     torch.save({"state_dict": state, "run": RunInfo()}, tmp_path / "objects.pt")
     with pytest.raises(HaqError, match="holds Python objects besides tensors .*RunInfo"):
         read_state_dict(tmp_path / "objects.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a pickle at all")
-    with pytest.raises(HaqError, match="cannot read"):
-        read_state_dict(tmp_path / "junk.pt")
+    # files that are no torch file, or a damaged one: one HaqError each (a text file, an
+    # empty one and a pickle header ended in KeyError / IndexError tracebacks)
+    whole = (tmp_path / "c.pt").read_bytes()
+    files = {
+        "junk.pt": (b"not a pickle at all", "not a torch or safetensors file"),
+        "text.pt": (b"hello\n", "not a torch or safetensors file"),
+        "empty.pt": (b"", "not a torch or safetensors file"),
+        "cut.pt": (whole[: len(whole) // 2], "damaged"),
+        "header.pt": (b"\x80\x02}q", "damaged"),
+    }
+    for name, (content, message) in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(HaqError, match=f"cannot read weights file .*{name}: {message}"):
+            read_state_dict(tmp_path / name)
 
 
 def test_weights_mismatch_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,10 +59,10 @@ def _read(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise HaqError(f"cannot read weights file {path}: {err.strerror or err}") from err
     except pickle.UnpicklingError as err:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+        if not _torch_like(path):
             raise HaqError(
                 f"cannot read weights file {path}: not a torch or safetensors file"
             ) from err
@@ -72,8 +71,21 @@ def _read(path: Path) -> Any:
             f"{path} holds Python objects besides tensors{f' ({what})' if what else ''}; save "
             "the weights alone with torch.save(model.state_dict(), PATH)"
         ) from err
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise HaqError(f"cannot read weights file {path}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # a damaged file: torch's unpickler raises KeyError, EOFError...
+        if not _torch_like(path):
+            raise HaqError(
+                f"cannot read weights file {path}: not a torch or safetensors file"
+            ) from err
+        first = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise HaqError(f"cannot read weights file {path}: damaged ({first})") from err
+
+
+def _torch_like(path: Path) -> bool:
+    """Whether ``path`` starts like a file of torch.save: a zip archive (perhaps cut short) or
+    a binary pickle."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _strip(state: dict[str, Tensor]) -> dict[str, Tensor]:
