@@ -103,6 +103,40 @@ def test_a_wrongly_typed_config_json_is_one_line(tmp_path, field, value, message
         SearchConfig.load(run / "config.json")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hardware", "none.toml"], "hardware file 'none.toml' not found"),
+        (["--latency", "5parsecs"], "unknown unit 'parsecs'"),
+        (["--strategy", "haq", "--latency", "0.01x"], "is infeasible"),
+    ],
+)
+def test_a_search_refused_before_its_data_prints_the_error_alone(tmp_path, argv, message):
+    """Inputs refused before any data is read leave one line on stderr: the run directory
+    and strategy lines come once the checks passed (they used to precede the error and name
+    a run directory that was never made)."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(["search", *argv, "--out", str(out), "--no-progress"])
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and message in err, err
+    assert not out.exists()
+
+
+def test_a_search_that_passed_its_checks_names_its_run_device_and_strategy(tiny_ckpt, tmp_path):
+    """The lines a new search prints once its checks passed, before the data is read."""
+    out = tmp_path / "run"
+    argv = ["search", "--model", "tests.conftest:TinyNet", "--checkpoint", tiny_ckpt]
+    argv += ["--dataset", "digits", "--hardware", "bitfusion", "--energy", "0.85x"]
+    argv += ["--finetune-steps", "1", "--finetune-size", "300", "--heldout-size", "200"]
+    argv += ["--check-size", "0", "--episodes", "1", "--no-report", "--no-progress"]
+    code, stdout, err = run_cli([*argv, "--strategy", "uniform", "--out", str(out)])
+    assert code == 0, err
+    assert err.splitlines()[0] == f"run directory: {out}  (device: cpu)", err
+    assert "strategy:" not in err  # asked for by name: nothing to explain
+    assert "best policy:" in stdout and (out / "best_policy.json").is_file()
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "auto")])
+    assert code == 0 and "strategy: ilp (what --strategy auto picks for energy budgets" in err, err
+
+
 def test_budgets_and_hardware_fields_must_be_finite_and_in_range(tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli(["search", "--latency", "1e400ms", "--out", str(out)])

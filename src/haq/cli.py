@@ -16,7 +16,7 @@ import select
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from haq.cli_options import (
     CostOptions,
@@ -32,6 +32,9 @@ from haq.hostmem import tune_host_allocator
 from haq.options import add_arguments, options_from
 from haq.runlock import run_lock
 from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
+
+if TYPE_CHECKING:
+    from haq.search.config import SearchConfig
 
 
 def pick_device(requested: str | None) -> str:
@@ -206,9 +209,31 @@ def cmd_eval(args: EvalOptions) -> int:
 
 
 # --- haq search -----------------------------------------------------------------------------
+def _announce_search(out: str, auto: bool, cfg: SearchConfig) -> None:
+    """What a new search prints once its options, model, hardware and budgets passed their
+    checks (before, an input refused in one line came after these lines)."""
+    from tqdm import tqdm
+
+    lines = [f"run directory: {out}  (device: {pick_device(cfg.device)})"]
+    if auto:
+        lines.append(
+            f"strategy: {cfg.strategy} (what --strategy auto picks for "
+            f"{', '.join(cfg.budgets)} budgets: the benchmark's winner; --strategy haq runs "
+            "the paper's agent)"
+        )
+    if cfg.compile:
+        lines.append(
+            "--compile: the first evaluation compiles the quantized model (minutes); later "
+            "policies reuse it"
+        )
+    for line in lines:
+        tqdm.write(line, file=sys.stderr)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import re
     import time
+    from functools import partial
     from pathlib import Path
 
     from haq.options import given_options
@@ -217,6 +242,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from haq.search.text import format_summary
 
     overrides = given_options(args, SearchConfig)
+    announce = None
     if args.resume:
         if args.out and args.out != args.resume:
             raise HaqError("--resume continues a run in its own directory; do not give --out")
@@ -224,26 +250,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         if "device" in overrides:
             print(f"device: {pick_device(overrides['device'])}", file=sys.stderr)
     else:
-        cfg = SearchConfig().with_overrides(overrides)
-        model = cfg.model or cfg.default_model()
-        name = re.sub(r"[^\w.-]", "_", f"{model}-{Path(cfg.hardware).stem}")
+        asked = SearchConfig().with_overrides(overrides)
+        model = asked.model or asked.default_model()
+        name = re.sub(r"[^\w.-]", "_", f"{model}-{Path(asked.hardware).stem}")
         out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-        print(f"run directory: {out}  (device: {pick_device(cfg.device)})", file=sys.stderr)
-        if cfg.strategy == "auto":
-            picked = cfg.resolved().strategy
-            print(
-                f"strategy: {picked} (what --strategy auto picks for {', '.join(cfg.budgets)} "
-                "budgets: the benchmark's winner; --strategy haq runs the paper's agent)",
-                file=sys.stderr,
-            )
-        if cfg.compile:
-            print(
-                "--compile: the first evaluation compiles the quantized model (minutes); "
-                "later policies reuse it",
-                file=sys.stderr,
-            )
+        announce = partial(_announce_search, out, asked.strategy == "auto")
     summary = search(
-        None, out, resume=bool(args.resume), progress=not args.no_progress, **overrides
+        None,
+        out,
+        resume=bool(args.resume),
+        progress=not args.no_progress,
+        announce=announce,
+        **overrides,
     )
     print(format_summary(summary))
     print(f"\nbest policy: {out}/best_policy.json   episodes: {out}/episodes.jsonl")

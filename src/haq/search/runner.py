@@ -28,7 +28,7 @@ from haq.search.budget import ENFORCERS, format_value
 from haq.search.config import SearchConfig
 from haq.search.parallel import LocalPool, Outcome, Pool, make_pool
 from haq.search.rundir import RunDir, new_run_id
-from haq.search.setup import SearchContext, build_context, resolve_config
+from haq.search.setup import Announce, SearchContext, build_context, resolve_config
 from haq.search.state import SearchState, policy_key
 from haq.search.strategies import REGISTRY, Proposal, Strategy
 from haq.search.summary import summarize
@@ -323,9 +323,12 @@ def search(
     out_dir: str | Path = "runs/search",
     resume: bool = False,
     progress: bool = True,
+    announce: Announce | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run (or continue, with ``resume=True``) a search; returns the summary dict.
+    ``announce(config)``: called once the resolved configuration passed every check that
+    needs no data (the CLI then names the run directory, device and strategy).
 
     A new run refuses a directory that already holds episodes; a resumed run refuses a
     configuration different from the saved one (``episodes`` may grow, ``device`` change).
@@ -343,7 +346,7 @@ def search(
                 print(f"note: {out} has no checkpoint yet; the run starts again", file=sys.stderr)
                 files.episodes.unlink(missing_ok=True)
             run_id = files.run_id() if resume and not restart else new_run_id()
-            ctx = build_context(cfg, progress)
+            ctx = build_context(cfg, progress, announce)
             return Search(ctx, out, progress, run_id=run_id).run(resume and not restart)
     except BaseException:
         if not resume and not files.has_checkpoint():  # failed before its first checkpoint

@@ -118,9 +118,15 @@ def resolve_pins(
     return pw, pa
 
 
-def build_context(cfg: SearchConfig, progress: bool = False) -> SearchContext:
+Announce = Callable[[SearchConfig], None]
+
+
+def build_context(
+    cfg: SearchConfig, progress: bool = False, announce: Announce | None = None
+) -> SearchContext:
     """Everything before the first episode, including the feasibility check; with
-    ``progress`` a bar names each stage as it starts."""
+    ``progress`` a bar names each stage as it starts. ``announce(cfg)`` is called once the
+    checks that need no data passed (options, model, hardware, budgets, feasibility)."""
     with tqdm(
         total=4, desc="setup", disable=not progress, leave=False, bar_format=STAGE_BAR
     ) as bar:
@@ -131,12 +137,14 @@ def build_context(cfg: SearchConfig, progress: bool = False) -> SearchContext:
             bar.set_postfix_str(name)
             started.append(name)
 
-        ctx = _build_context(cfg, stage)
+        ctx = _build_context(cfg, stage, announce)
         bar.update(1)
     return ctx
 
 
-def _build_context(cfg: SearchConfig, stage: Callable[[str], None]) -> SearchContext:
+def _build_context(
+    cfg: SearchConfig, stage: Callable[[str], None], announce: Announce | None
+) -> SearchContext:
     t0 = time.perf_counter()
     cfg.validate()
     model, meta = resolve_model(cfg.model, cfg.checkpoint, cfg.weights)
@@ -155,6 +163,8 @@ def _build_context(cfg: SearchConfig, stage: Callable[[str], None]) -> SearchCon
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
     check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    if announce:
+        announce(cfg)
     setup, check = build_eval_setup(cfg, model, meta, device, stage)
     stage(f"full-precision accuracy ({len(setup.eval_data)} images)")
     held_out = setup.loader(setup.eval_data, setup.eval_batch_size)
