@@ -43,6 +43,10 @@ def test_a_torn_last_line_is_dropped_and_that_episode_run_again(
     before = _lines(run3)
     with (run3 / "episodes.jsonl").open("a") as fh:
         fh.write(before[0][:40])  # the process died while writing episode 3's record
+    # the report refuses the run in one line, naming the repair
+    assert main(["report", str(run3), "--out", str(run3 / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "line 4 is not JSON" in err and f"haq search --resume {run3}` repairs" in err
     summary = search(None, run3, resume=True, progress=False, episodes=4)
     assert "dropped 1 torn or unreadable line(s)" in capsys.readouterr().err
     records = RunDir(run3).read_episodes()

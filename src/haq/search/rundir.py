@@ -190,7 +190,10 @@ class RunDir:
                 try:
                     records.append(json.loads(line.decode("utf-8")))
                 except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-                    raise HaqError(f"{path}: line {i + 1} is not JSON ({err})") from err
+                    raise HaqError(
+                        f"{path}: line {i + 1} is not JSON ({err}); `haq search --resume "
+                        f"{self.path}` repairs the file from the run's checkpoint"
+                    ) from err
                 if not isinstance(records[-1], dict) or "reward" not in records[-1]:
                     raise HaqError(f"{path}: line {i + 1} is not an episode record")
         if not records:
