@@ -336,14 +336,15 @@ def haq_npy_table(layers: Sequence[LayerSpec], path: str, batch: int | None = No
     if arr.shape != (n, 8, 8) or not np.issubdtype(arr.dtype, np.number):
         raise HaqError(f"{path}: a HAQ lookup table of shape {arr.shape}; this model needs ({n}, 8, 8) numbers")  # fmt: skip
     cycles = arr.astype(np.float64)
-    check_costs(str(path), {"cycles": cycles, "latency_s": cycles * 1e-9}, "every entry must be a positive finite number of cycles")  # fmt: skip
+    latency = cycles * 1e-9  # shown as if at 1 GHz
+    check_costs(str(path), {"cycles": cycles, "latency_s": latency}, "every entry must be a positive finite number of cycles")  # fmt: skip
     hw = measured_hardware(
         {"name": Path(path).stem, "arch": "haq-npy", "batch": batch or 1,
          "description": f"HAQ lookup table {path} (cycles, no clock)"}, str(path),
     )  # fmt: skip
     return CostTable(
         layers=list(layers), hardware=hw, cycles=cycles, compute_cycles=cycles,
-        memory_cycles=np.zeros_like(cycles), latency_s=cycles * 1e-9, energy_j=None,
+        memory_cycles=np.zeros_like(cycles), latency_s=latency, energy_j=None,
         dram_bytes=np.zeros_like(cycles), meta={"latency_from": str(path), "relative_latency": True},
     )  # fmt: skip
 
