@@ -26,6 +26,7 @@ from haq.fileio import load_payload
 from haq.imagefolder import FolderData, Preprocess, load_imagefolder
 from haq.runlock import run_lock
 from haq.search.config import SearchConfig
+from haq.search.strategies import planned
 from tests.conftest import TinyNet
 from tests.test_fuzz import TINY, run_cli
 
@@ -135,6 +136,33 @@ def test_a_search_that_passed_its_checks_names_its_run_device_and_strategy(tiny_
     assert "best policy:" in stdout and (out / "best_policy.json").is_file()
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "auto")])
     assert code == 0 and "strategy: ilp (what --strategy auto picks for energy budgets" in err, err
+
+
+def test_ctrl_c_before_the_first_checkpoint_keeps_the_run_resumable(
+    tiny_ckpt, tmp_path, monkeypatch
+):
+    """Ctrl-C in the ILP's sensitivity pass (config.json written, no checkpoint yet): exit
+    130 naming the resume command, the run kept (it used to be removed, so the documented
+    `--resume` found no directory); the resume starts it again and finishes."""
+    out = tmp_path / "run"
+    argv = ["search", "--model", "tests.conftest:TinyNet", "--checkpoint", tiny_ckpt]
+    argv += ["--dataset", "digits", "--hardware", "bitfusion", "--energy", "0.85x"]
+    argv += ["--finetune-steps", "1", "--finetune-size", "300", "--heldout-size", "200"]
+    argv += ["--check-size", "0", "--episodes", "1", "--sensitivity-images", "64"]
+    argv += ["--strategy", "ilp", "--no-report", "--no-progress", "--out", str(out)]
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(planned, "measure_sensitivity", stopped)
+    code, _, err = run_cli(argv)
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == f"haq: interrupted; continue with: haq search --resume {out}"  # fmt: skip
+    assert (out / "config.json").is_file() and not (out / "state.pt").exists()
+    monkeypatch.undo()
+    code, _, err = run_cli(["search", "--resume", str(out), "--no-report", "--no-progress"])
+    assert code == 0 and "has no checkpoint yet; the run starts again" in err, err
+    assert (out / "best_policy.json").is_file()
 
 
 def test_budgets_and_hardware_fields_must_be_finite_and_in_range(tmp_path):

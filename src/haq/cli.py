@@ -255,14 +255,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         name = re.sub(r"[^\w.-]", "_", f"{model}-{Path(asked.hardware).stem}")
         out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         announce = partial(_announce_search, out, asked.strategy == "auto")
-    summary = search(
-        None,
-        out,
-        resume=bool(args.resume),
-        progress=not args.no_progress,
-        announce=announce,
-        **overrides,
-    )
+    try:
+        summary = search(
+            None,
+            out,
+            resume=bool(args.resume),
+            progress=not args.no_progress,
+            announce=announce,
+            **overrides,
+        )
+    except KeyboardInterrupt:
+        if not (Path(out) / "config.json").is_file():
+            raise  # stopped in its setup: nothing was kept
+        print(f"haq: interrupted; continue with: haq search --resume {out}", file=sys.stderr)
+        return 130
     print(format_summary(summary))
     print(f"\nbest policy: {out}/best_policy.json   episodes: {out}/episodes.jsonl")
     if not args.no_report:

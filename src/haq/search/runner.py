@@ -348,7 +348,10 @@ def search(
             run_id = files.run_id() if resume and not restart else new_run_id()
             ctx = build_context(cfg, progress, announce)
             return Search(ctx, out, progress, run_id=run_id).run(resume and not restart)
-    except BaseException:
-        if not resume and not files.has_checkpoint():  # failed before its first checkpoint
+    except BaseException as err:
+        # failed before its first checkpoint: leave the directory as it was, unless the user
+        # stopped a started run (Ctrl-C), which --resume starts again like a killed one
+        stopped = isinstance(err, KeyboardInterrupt) and files.config.is_file()
+        if not resume and not files.has_checkpoint() and not stopped:
             files.remove_unstarted(created)
         raise
