@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from haq.cli import main
 from haq.policy import Policy
@@ -169,27 +170,29 @@ def test_eval_wrong_architecture_and_bad_file(ckpt, capsys, tmp_path):
     assert code == 2 and "no bits for layer 'head'" in capsys.readouterr().err
 
 
-def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path):
+def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path, monkeypatch):
     Policy.from_arrays(NAMES, [8, 3, 3, 8], [8, 4, 4, 8]).save(tmp_path / "p.json")
     out = tmp_path / "final.pt"
-    code = main(
-        [
-            "finetune",
-            "--policy",
-            str(tmp_path / "p.json"),
-            "--model",
-            "tests.conftest:TinyNet",
-            "--checkpoint",
-            ckpt,
-            "--dataset",
-            "digits",
-            "--epochs",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    argv = ["finetune", "--policy", str(tmp_path / "p.json"), "--model", "tests.conftest:TinyNet"]
+    argv += ["--checkpoint", ckpt, "--dataset", "digits", "--epochs", "2", "--out", str(out)]
+    # Ctrl-C in the second epoch (12 steps an epoch): the first epoch's end is kept
+    original, steps = torch.optim.SGD.step, {"n": 0}
+
+    def stop_in_epoch_2(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 15:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_2)
+    assert main(argv) == 130 and (tmp_path / "final.pt.partial").is_file()
+    assert "the same command continues after the last finished epoch" in capsys.readouterr().err
+    monkeypatch.undo()
+    capsys.readouterr()
+    code = main(argv)  # the same command again: continues after epoch 1
     captured = capsys.readouterr()
+    assert "continuing the finetune at step 12 of 24" in captured.err
+    assert not (tmp_path / "final.pt.partial").exists()
     text = captured.out
     assert code == 0 and "test top-1" in text and out.is_file()
     # a bar per pass on stderr: the three test-set evaluations and the finetune

@@ -219,6 +219,49 @@ def test_finetune_improves_and_is_deterministic(tiny_net, digits):
     assert end.top5 >= end.top1
 
 
+def test_a_finetune_stopped_mid_epoch_continues_from_its_last_epoch_to_the_same_bits(
+    tiny_net, digits, tmp_path, monkeypatch
+):
+    """A quantized finetune (3 epochs, shuffled, augmented, with dropout-free TinyNet and
+    the quantizers' learnt clips) stopped in its third epoch and run again with the same
+    checkpoint continues after epoch 2 and ends with the uninterrupted run's parameters and
+    buffers, bit for bit; a state of another key is ignored."""
+    from haq.train import EpochCheckpoint
+
+    train, _ = digits
+    cal = Calibration(tiny_net, TensorLoader(train, 128))
+    policy = Policy.uniform("w4a4", cal.layer_names)
+
+    def run(where=None):
+        q = quantize(tiny_net, policy, calibration=cal)
+        loader = TensorLoader(train, 128, shuffle=True, seed=5)  # 12 batches an epoch
+        spec = {"lr": 0.05, "seed": 5, "augment": True}
+        finetune(q, loader, epochs=3, checkpoint=where, **spec)
+        return q.state_dict()
+
+    clean = run()
+    where = EpochCheckpoint(tmp_path / "f.partial", key="k")
+    steps = {"n": 0}
+    original = torch.optim.SGD.step
+
+    def stop_in_epoch_3(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 30:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(where)
+    monkeypatch.undo()
+    assert where.path.is_file()
+    resumed = run(where)
+    for key, value in clean.items():
+        assert torch.equal(value, resumed[key]), key
+    other = run(EpochCheckpoint(where.path, key="another"))  # starts over: the same result
+    assert all(torch.equal(v, other[k]) for k, v in clean.items())
+
+
 def test_nan_loss_stops_clearly(tiny_net, digits):
     train, _ = digits
     with pytest.raises(HaqError, match="diverged"):

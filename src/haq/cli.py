@@ -353,8 +353,18 @@ def cmd_finetune(args: FinetuneOptions) -> int:
         print(job.note, file=sys.stderr)
     device = pick_device(args.device)
     owned = run_lock(args.run, "haq finetune") if args.run else contextlib.nullcontext()
-    with owned:
-        res = job.run(FinetuneSpec.of(args), device, progress=not args.no_progress)
+    try:
+        with owned:
+            res = job.run(FinetuneSpec.of(args), device, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if not Path(f"{job.out}.partial").is_file():
+            raise
+        print(
+            f"haq: interrupted; the same command continues after the last finished epoch "
+            f"({job.out}.partial)",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"on {device}: test top-1: full precision {res['fp_test_top1']:.2f}%, quantized before finetune "
         f"{res['quantized_test_top1_before_finetune']:.2f}%, after {args.epochs} epoch(s) "

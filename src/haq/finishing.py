@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
 from haq.search.rundir import RunDir
 from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
-from haq.train import Accuracy, evaluate, finetune, pick_device
+from haq.train import Accuracy, EpochCheckpoint, evaluate, finetune, pick_device
 
 
 def final_finetune(
@@ -63,6 +65,7 @@ def final_finetune(
     fp = score(net, "full precision")
     q = quantize(net, policy, calibration=calib, per_channel=quant.per_channel, weight_clip=quant.weight_clip)  # fmt: skip
     before = score(q, "before finetune")
+    saved = _epoch_checkpoint(out, policy, model, data, quant, train)
     finetune(
         q,
         batches(train_data.view(True), train.batch_size, shuffle=True),
@@ -71,6 +74,7 @@ def final_finetune(
         seed=train.seed,
         device=device,
         progress=progress,
+        checkpoint=saved,
         compile=train.compile,
     )
     after = score(q, "after finetune")
@@ -92,7 +96,20 @@ def final_finetune(
         "result": result,
         "source": {"policy_sha256": policy.digest(), **(source or {})},
     })  # fmt: skip
+    saved.path.unlink(missing_ok=True)
     return result
+
+
+def _epoch_checkpoint(out: str | Path, policy: Policy, *specs: Any) -> EpochCheckpoint:
+    """``OUT.partial``, where the finetune saves each epoch's end: a killed ``haq finetune``
+    run again with the same arguments continues from there. Keyed by the policy and every
+    option that decides the result (not the device, the workers or the progress bars)."""
+    options = [
+        {k: v for k, v in asdict(s).items() if k not in ("workers", "device")} for s in specs
+    ]
+    facts = json.dumps([policy.digest(), options], sort_keys=True, default=str)
+    key = hashlib.sha256(facts.encode()).hexdigest()
+    return EpochCheckpoint(Path(f"{out}.partial"), key)
 
 
 def _save_final(out: str | Path, q: Any, policy: Policy, info: dict[str, Any]) -> None:

@@ -7,8 +7,10 @@ The device is chosen automatically (CUDA when available) and can be overridden w
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from haq.errors import HaqError
+from haq.fileio import load_payload, save_payload
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 
@@ -159,6 +162,19 @@ class TrainSpec:
     compile: bool = False
 
 
+@dataclass(frozen=True)
+class EpochCheckpoint:
+    """Where a finetune saves its state at the end of every epoch but the last (model,
+    optimizer, step, the random generators and the loader's shuffle order), and ``key``: the
+    caller's digest of everything that decides the result. A finetune finding a state of its
+    key at ``path`` continues from it, with the very result of an uninterrupted run (for
+    haq's loaders; a loader of another kind restarts its order); a state of another key is
+    replaced."""
+
+    path: Path
+    key: str
+
+
 def finetune(
     model: nn.Module,
     loader: Batches,
@@ -167,11 +183,13 @@ def finetune(
     device: str | torch.device | None = None,
     seed: int | None = None,
     progress: bool | None = None,
+    checkpoint: EpochCheckpoint | None = None,
     **spec: Any,
 ) -> nn.Module:
     """Train ``model`` in place for ``steps`` batches or ``epochs`` passes, as ``spec`` (the
     fields of :class:`TrainSpec`: lr, momentum, weight_decay, schedule, augment, flip,
-    label_smoothing, compile) says. A NaN/inf loss stops with a :class:`HaqError` instead of
+    label_smoothing, compile) says; ``checkpoint``: save each epoch's end and continue from
+    it (:class:`EpochCheckpoint`). A NaN/inf loss stops with a :class:`HaqError` instead of
     going on to report a meaningless accuracy. Returns the model."""
     train = TrainSpec(**spec)
     if (steps is None) == (epochs is None):
@@ -187,7 +205,7 @@ def finetune(
     with torch.random.fork_rng():  # dropout draws seeded; the caller's RNGs untouched
         if seed is not None:
             torch.manual_seed(seed)
-        _train(model, loader, steps, train, device, seed, progress)
+        _train(model, loader, steps, train, device, seed, progress, checkpoint)
     return model
 
 
@@ -199,6 +217,7 @@ def _train(
     device: str | torch.device | None,
     seed: int | None,
     progress: bool | None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> None:
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     dev = pick_device(device) if device is not None else _model_device(model)
@@ -209,9 +228,12 @@ def _train(
     opt = torch.optim.SGD(
         params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, foreach=True
     )
+    epoch = _epoch_length(loader) if checkpoint else None
+    state = _Resumable(model, opt, gen, loader, dev)
+    start = state.restore(checkpoint, steps) if checkpoint else 0
     show = steps >= 200 if progress is None else progress
-    bar = tqdm(total=steps, desc="finetune", leave=False, disable=not show)
-    for step, (x, y) in enumerate(_cycle(loader, steps)):
+    bar = tqdm(total=steps, initial=start, desc="finetune", leave=False, disable=not show)
+    for step, (x, y) in enumerate(_cycle(loader, steps - start), start):
         if spec.schedule == "cosine":
             for g in opt.param_groups:
                 g["lr"] = 0.5 * spec.lr * (1 + math.cos(math.pi * step / steps))
@@ -233,5 +255,72 @@ def _train(
         bar.update(1)
         if step % 20 == 0 and show:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if checkpoint and epoch and (step + 1) % epoch == 0 and step + 1 < steps:
+            state.save(checkpoint, step + 1, steps)
     bar.close()
     model.eval()
+
+
+def _epoch_length(loader: Batches) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _order_generator(loader: Batches) -> torch.Generator | None:
+    """The generator that draws a haq loader's shuffle order and augmentation seeds."""
+    source = loader.sampler if isinstance(loader, torch.utils.data.DataLoader) else loader
+    gen = getattr(source, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None
+
+
+FINETUNE_STATE = "haq-finetune-state-1"
+
+
+@dataclass
+class _Resumable:
+    """What a finetune needs to continue where an epoch ended, to the last bit."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    loader: Batches
+    dev: torch.device
+
+    def _rngs(self) -> dict[str, Any]:
+        order = _order_generator(self.loader)
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None,
+            "augment": self.gen.get_state(),
+            "order": order.get_state() if order is not None else None,
+        }
+
+    def save(self, where: EpochCheckpoint, step: int, steps: int) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+        save_payload(
+            {"format": FINETUNE_STATE, "key": where.key, "step": step, "steps": steps,
+             "state": state, "rngs": self._rngs()}, where.path,
+        )  # fmt: skip
+
+    def restore(self, where: EpochCheckpoint, steps: int) -> int:
+        """The step to continue from (0: nothing of this finetune saved)."""
+        if not where.path.is_file():
+            return 0
+        saved = load_payload(where.path, FINETUNE_STATE, "finetune state")
+        if saved["key"] != where.key or saved["steps"] != steps:
+            print(f"note: {where.path} is of another finetune; starting over", file=sys.stderr)
+            return 0
+        self.model.load_state_dict(saved["state"]["model"])
+        self.opt.load_state_dict(saved["state"]["optimizer"])
+        rngs = saved["rngs"]
+        torch.set_rng_state(rngs["torch"])
+        if rngs["cuda"] is not None and self.dev.type == "cuda":
+            torch.cuda.set_rng_state(rngs["cuda"], self.dev)
+        self.gen.set_state(rngs["augment"])
+        order = _order_generator(self.loader)
+        if order is not None and rngs["order"] is not None:
+            order.set_state(rngs["order"])
+        print(f"note: continuing the finetune at step {saved['step']} of {steps} ({where.path})", file=sys.stderr)  # fmt: skip
+        return int(saved["step"])
