@@ -50,6 +50,44 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_a_finetune_on_an_image_folder_continues_from_its_epoch_checkpoint_to_the_same_bits(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference model (dropout, random crops from the sampler's seeds, a loader
+    worker) finetuned 3 epochs on PNG files, stopped in its third epoch and run again with
+    its epoch checkpoint: the uninterrupted run's parameters and buffers, bit for bit (the
+    sampler's place in its passes is kept: without it the second try replays epoch 1's order)."""
+    from haq.checkpoint import model_splits
+    from haq.train import EpochCheckpoint
+
+    _, meta = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+    train, _ = model_splits(f"imagefolder:{folder}", meta, 1.0)
+    some = train.view(True).subset(np.arange(96))
+
+    def run(where: EpochCheckpoint | None = None) -> dict[str, torch.Tensor]:
+        model, _ = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+        loader = make_loader(some, 32, shuffle=True, seed=2, workers=1)  # 3 batches an epoch
+        finetune(model, loader, epochs=3, lr=0.01, seed=2, checkpoint=where)
+        return model.state_dict()
+
+    clean = run()
+    where = EpochCheckpoint(tmp_path / "f.partial", key="k")
+    original, steps = torch.optim.SGD.step, {"n": 0}
+
+    def stop_in_epoch_3(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        steps["n"] += 1
+        if steps["n"] == 8:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(where)
+    monkeypatch.undo()
+    resumed = run(where)
+    assert [k for k, v in clean.items() if not torch.equal(v, resumed[k])] == []
+
+
 def _top1(out: str, label: str) -> float:
     line = next(x for x in out.splitlines() if x.startswith(label))
     return float(line.split("top-1")[1].split("%")[0])

@@ -134,6 +134,13 @@ class TensorLoader:
     def __len__(self) -> int:
         return (len(self.data) + self.batch_size - 1) // self.batch_size
 
+    def order_state(self) -> Tensor:
+        """Where the sequence of shuffled passes stands (a finetune's epoch checkpoint)."""
+        return self.generator.get_state()
+
+    def set_order_state(self, state: Tensor) -> None:
+        self.generator.set_state(state)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.data)
         if self.repeat:

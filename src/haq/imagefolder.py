@@ -193,6 +193,13 @@ class SeededSampler(Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def order_state(self) -> int:
+        """Where the sequence of passes stands (a finetune's epoch checkpoint keeps it)."""
+        return self.passes
+
+    def set_order_state(self, state: int) -> None:
+        self.passes = int(state)
+
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
         self.passes += not self.repeat

@@ -268,11 +268,11 @@ def _epoch_length(loader: Batches) -> int | None:
         return None
 
 
-def _order_generator(loader: Batches) -> torch.Generator | None:
-    """The generator that draws a haq loader's shuffle order and augmentation seeds."""
+def _order_keeper(loader: Batches) -> Any:
+    """What holds a haq loader's place in its sequence of shuffled passes (and augmentation
+    seeds): the loader, or its sampler; None for other loaders."""
     source = loader.sampler if isinstance(loader, torch.utils.data.DataLoader) else loader
-    gen = getattr(source, "generator", None)
-    return gen if isinstance(gen, torch.Generator) else None
+    return source if hasattr(source, "order_state") else None
 
 
 FINETUNE_STATE = "haq-finetune-state-1"
@@ -289,12 +289,12 @@ class _Resumable:
     dev: torch.device
 
     def _rngs(self) -> dict[str, Any]:
-        order = _order_generator(self.loader)
+        order = _order_keeper(self.loader)
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else None,
             "augment": self.gen.get_state(),
-            "order": order.get_state() if order is not None else None,
+            "order": order.order_state() if order is not None else None,
         }
 
     def save(self, where: EpochCheckpoint, step: int, steps: int) -> None:
@@ -319,8 +319,8 @@ class _Resumable:
         if rngs["cuda"] is not None and self.dev.type == "cuda":
             torch.cuda.set_rng_state(rngs["cuda"], self.dev)
         self.gen.set_state(rngs["augment"])
-        order = _order_generator(self.loader)
+        order = _order_keeper(self.loader)
         if order is not None and rngs["order"] is not None:
-            order.set_state(rngs["order"])
+            order.set_order_state(rngs["order"])
         print(f"note: continuing the finetune at step {saved['step']} of {steps} ({where.path})", file=sys.stderr)  # fmt: skip
         return int(saved["step"])
