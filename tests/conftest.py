@@ -95,3 +95,17 @@ def tiny_ckpt(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, CheckpointMeta("tests.conftest:TinyNet", (1, 8, 8), "digits"))
     return str(path)
+
+
+def stop_at_step(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Ctrl-C in a finetune: the ``n``-th SGD step from now raises KeyboardInterrupt (undo
+    with ``monkeypatch.undo()``)."""
+    original, steps = torch.optim.SGD.step, {"n": 0}
+
+    def step(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        steps["n"] += 1
+        if steps["n"] == n:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)

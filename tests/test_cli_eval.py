@@ -7,6 +7,7 @@ import torch
 
 from haq.cli import main
 from haq.policy import Policy
+from tests.conftest import stop_at_step
 
 NAMES = ["body.0", "body.2", "body.5", "head"]
 
@@ -37,7 +38,6 @@ def ckpt(tmp_path_factory):
 
 
 def test_pretrain_reaches_useful_accuracy(ckpt):
-    import torch
 
     payload = torch.load(ckpt, weights_only=False)
     assert payload["meta"]["accuracy"]["top1"] > 85.0
@@ -176,15 +176,7 @@ def test_finetune_command_writes_quantized_checkpoint(ckpt, capsys, tmp_path, mo
     argv = ["finetune", "--policy", str(tmp_path / "p.json"), "--model", "tests.conftest:TinyNet"]
     argv += ["--checkpoint", ckpt, "--dataset", "digits", "--epochs", "2", "--out", str(out)]
     # Ctrl-C in the second epoch (12 steps an epoch): the first epoch's end is kept
-    original, steps = torch.optim.SGD.step, {"n": 0}
-
-    def stop_in_epoch_2(self, *args, **kwargs):
-        steps["n"] += 1
-        if steps["n"] == 15:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_2)
+    stop_at_step(monkeypatch, 15)
     assert main(argv) == 130 and (tmp_path / "final.pt.partial").is_file()
     assert "the same command continues after the last finished epoch" in capsys.readouterr().err
     monkeypatch.undo()

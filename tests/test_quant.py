@@ -15,6 +15,7 @@ from haq.quant.kmeans import cluster_counts, kmeans_1d, shared_weight
 from haq.quant.linear import quantize_symmetric, quantize_unsigned, weight_clip
 from haq.quant.modules import quant_layers
 from haq.train import Compiled, evaluate, finetune
+from tests.conftest import stop_at_step
 
 
 @pytest.fixture(scope="module")
@@ -241,16 +242,7 @@ def test_a_finetune_stopped_mid_epoch_continues_from_its_last_epoch_to_the_same_
 
     clean = run()
     where = EpochCheckpoint(tmp_path / "f.partial", key="k")
-    steps = {"n": 0}
-    original = torch.optim.SGD.step
-
-    def stop_in_epoch_3(self, *args, **kwargs):
-        steps["n"] += 1
-        if steps["n"] == 30:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_3)
+    stop_at_step(monkeypatch, 30)
     with pytest.raises(KeyboardInterrupt):
         run(where)
     monkeypatch.undo()

@@ -26,6 +26,7 @@ from haq.imagefolder import FolderData, Preprocess, SeededSampler, load_imagefol
 from haq.search.config import SearchConfig
 from haq.train import finetune, pick_device
 from haq.weights import load_weights, read_state_dict
+from tests.conftest import stop_at_step
 
 FMNIST = dict(mean="0.2860", std="0.3530", crop_ratio="1")
 MODEL = "mobilenet_v2_fmnist"
@@ -72,15 +73,7 @@ def test_a_finetune_on_an_image_folder_continues_from_its_epoch_checkpoint_to_th
 
     clean = run()
     where = EpochCheckpoint(tmp_path / "f.partial", key="k")
-    original, steps = torch.optim.SGD.step, {"n": 0}
-
-    def stop_in_epoch_3(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
-        steps["n"] += 1
-        if steps["n"] == 8:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", stop_in_epoch_3)
+    stop_at_step(monkeypatch, 8)
     with pytest.raises(KeyboardInterrupt):
         run(where)
     monkeypatch.undo()
