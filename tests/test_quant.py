@@ -252,6 +252,9 @@ def test_a_finetune_stopped_mid_epoch_continues_from_its_last_epoch_to_the_same_
         assert torch.equal(value, resumed[key]), key
     other = run(EpochCheckpoint(where.path, key="another"))  # starts over: the same result
     assert all(torch.equal(v, other[k]) for k, v in clean.items())
+    where.path.write_bytes(b"cut short")  # a damaged state: a note, and a fresh start
+    damaged = run(where)
+    assert all(torch.equal(v, damaged[k]) for k, v in clean.items())
 
 
 def test_nan_loss_stops_clearly(tiny_net, digits):

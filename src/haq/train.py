@@ -308,7 +308,11 @@ class _Resumable:
         """The step to continue from (0: nothing of this finetune saved)."""
         if not where.path.is_file():
             return 0
-        saved = load_payload(where.path, FINETUNE_STATE, "finetune state")
+        try:
+            saved = load_payload(where.path, FINETUNE_STATE, "finetune state")
+        except HaqError as err:  # cut short or damaged: it only ever saves time
+            print(f"note: {err}; starting over", file=sys.stderr)
+            return 0
         if saved["key"] != where.key or saved["steps"] != steps:
             print(f"note: {where.path} is of another finetune; starting over", file=sys.stderr)
             return 0
