@@ -220,3 +220,38 @@ def test_dataset_that_does_not_fit_the_model_is_one_line(ckpt, capsys, tmp_path,
     assert code == 2, err
     assert "has images (1, 28, 28); the model expects (1, 8, 8)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_finetune_and_export_take_a_uniform_policy(ckpt, capsys, tmp_path, monkeypatch):
+    """``--policy wXaY`` works for finetune and export as it does for eval and cost: the
+    policy is built for the model's layers; finetune writes ``wXaY.final.pt`` here."""
+    monkeypatch.chdir(tmp_path)
+    model = ["--model", "tests.conftest:TinyNet", "--checkpoint", ckpt, "--dataset", "digits"]
+    code = main(["finetune", "--policy", "w4a4", *model, "--epochs", "1", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "test top-1" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "w4a4.final.json").read_text())
+    assert meta["source"]["policy"] == "w4a4"
+    assert [layer["name"] for layer in meta["policy"]["layers"]] == NAMES
+    assert {(layer["w_bits"], layer["a_bits"]) for layer in meta["policy"]["layers"]} == {(4, 4)}
+    assert meta["result"]["quantized_test_top1"] > 50
+    # the finetuned file exports; naming the same policy again is accepted, another refused
+    final = ["--checkpoint", "w4a4.final.pt", "--format", "torch"]
+    assert main(["export", *final, "--policy", "w4a4", "--out", "a.pt"]) == 0
+    assert main(["export", *final, "--policy", "w4a3", "--out", "b.pt"]) == 2
+    assert "differs from the policy stored" in capsys.readouterr().err
+    # a pretrained checkpoint, calibrated on the spot
+    assert main(["export", *model, "--policy", "w3a5", "--format", "torch", "--out", "c.pt"]) == 0
+    assert "quantized with w3a5 (calibrated, not finetuned)" in capsys.readouterr().out
+    # checked before any model is read
+    assert main(["finetune", "--policy", "w9a4", *model]) == 2
+    assert "weight bits must be an integer in 1..8" in capsys.readouterr().err
+    assert not (tmp_path / "w9a4.final.pt").exists()
+
+
+def test_export_without_a_checkpoint_uses_the_shipped_model(capsys, tmp_path):
+    """As for eval and finetune, the model defaults to the shipped reference checkpoint."""
+    out = tmp_path / "m.pt"
+    assert main(["export", "--policy", "w8a8", "--format", "torch", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mobilenet_v2_fmnist.pt quantized with w8a8" in text and out.is_file()

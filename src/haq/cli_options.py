@@ -130,7 +130,7 @@ class FinetuneOptions(FinetuneSpec, QuantSpec, DataSpec, ModelSpec):
     ``--crop-ratio`` may change how its images are read)."""
 
     run: str | None = opt(None, "a search run directory (uses its best policy)")
-    policy: str | None = opt(None, "a policy .json (with --model/--checkpoint/--dataset)")
+    policy: str | None = opt(None, "wXaY or a policy .json (with --model/--checkpoint/--dataset)")
     out: str | None = opt(None, "output .pt (default RUN/final.pt)")
     device: str | None = device_opt()
     no_progress: bool = opt(False, "no progress bar")
@@ -199,6 +199,8 @@ class ExportOptions(QuantSpec, DataSpec, ModelSpec):
     and is calibrated on the dataset with the quantizer options given (a run's own)."""
 
     run: str | None = opt(None, "a search run (its final.pt if finetuned, else its best policy)")
-    policy: str | None = opt(None, "a policy .json (with --checkpoint)")
+    policy: str | None = opt(
+        None, "wXaY or a policy .json, on --checkpoint (default: the shipped model)"
+    )
     format: str = opt(help="export format", choices=("qonnx", "onnx", "torch"))
     out: str = opt(help="the file to write")

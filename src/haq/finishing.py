@@ -14,17 +14,18 @@ from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, read_json
 from haq.options import check_bounds
-from haq.policy import Policy
+from haq.policy import Policy, Uniform, policy_arg, policy_for
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import quantizer_facts, read_quantized, save_quantized
+from haq.search.config import SearchConfig
 from haq.search.rundir import RunDir
 from haq.specs import DataSpec, FinetuneSpec, ModelSpec, QuantSpec
 from haq.train import Accuracy, EpochCheckpoint, evaluate, finetune, pick_device
 
 
 def final_finetune(
-    policy: Policy,
+    policy: Policy | Uniform,
     model: ModelSpec,
     data: DataSpec,
     quant: QuantSpec,
@@ -34,7 +35,7 @@ def final_finetune(
     progress: bool = True,
     source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Quantize the pretrained model with ``policy``, finetune on the whole training set as
+    """Quantize the pretrained model with ``policy`` (or a uniform one), finetune on the whole training set as
     ``train`` says (SGD, cosine from its ``lr``), measure top-1 on the untouched test set, save
     the result. The quantizer settings ``quant`` should be the search's: ``haq finetune --run``
     takes them from the run's configuration.
@@ -56,7 +57,7 @@ def final_finetune(
         return make_loader(split, size, shuffle, train.seed, data.workers, pin_memory=cuda)
 
     calib = Calibration(net, *calibration_loader(train_data, quant.calib_batches, data.workers))
-    policy.check_layers(calib.layer_names)
+    policy = policy_for(policy, calib.layer_names)
     test_batch = inference_batch(test, 512, device)
 
     def score(m: Any, desc: str) -> Accuracy:
@@ -129,7 +130,7 @@ class FinetuneJob:
     quantizer options, where the result goes, where the policy came from, and a note for the
     user."""
 
-    policy: Policy
+    policy: Policy | Uniform
     model: ModelSpec
     data: DataSpec
     quant: QuantSpec
@@ -163,22 +164,38 @@ def job_from_run(
     if not files.best.is_file():
         raise HaqError(f"{run}: no best_policy.json (not a finished search run directory)")
     cfg = files.load_config()
-    policy = Policy.load(policy_file or files.best)
+    if policy_file:
+        policy = policy_arg(policy_file, cfg.mode)
+        source: dict[str, Any] = {"run": str(run), "policy": str(policy_file)}
+        return _run_job(files, cfg, policy, source, out, crop_ratio, workers)
+    policy = Policy.load(files.best)
     source = {"run": str(run), "episode": policy.info.get("episode")}
-    note = None
+    job = _run_job(files, cfg, policy, source, out, crop_ratio, workers)
     if not files.finished():
-        note = (
+        job.note = (
             f"note: the search in {run} has not finished; finetuning its best policy so far "
             f"(episode {source['episode']}). If it goes on and finds a better one, export will "
             "ask for a new finetune."
         )
+    return job
+
+
+def _run_job(
+    files: RunDir,
+    cfg: SearchConfig,
+    policy: Policy | Uniform,
+    source: dict[str, Any],
+    out: str | None,
+    crop_ratio: float | None,
+    workers: int | None,
+) -> FinetuneJob:
     data = DataSpec.of(cfg)
     if crop_ratio is not None:
         data.crop_ratio = crop_ratio
     if workers is not None:
         data.workers = workers
     target = out or str(files.final)
-    return FinetuneJob(policy, ModelSpec.of(cfg), data, QuantSpec.of(cfg), target, source, note)
+    return FinetuneJob(policy, ModelSpec.of(cfg), data, QuantSpec.of(cfg), target, source)
 
 
 def job_from_policy(
@@ -188,11 +205,12 @@ def job_from_policy(
     quant: QuantSpec,
     out: str | None = None,
 ) -> FinetuneJob:
-    """A policy file on a model given by name or checkpoint; written next to the policy
-    (``NAME.final.pt``) unless ``out`` says otherwise."""
+    """A policy file (or ``wXaY``) on a model given by name or checkpoint; written next to the
+    policy file (``NAME.final.pt``; ``wXaY.final.pt`` here) unless ``out`` says otherwise."""
+    policy = policy_arg(policy_file)
     target = out or str(Path(policy_file).with_suffix(".final.pt"))
-    source = {"policy_file": str(policy_file)}
-    return FinetuneJob(Policy.load(policy_file), model, data, quant, target, source)
+    key = "policy" if isinstance(policy, Uniform) else "policy_file"
+    return FinetuneJob(policy, model, data, quant, target, {key: str(policy_file)})
 
 
 def _rebuild_final_record(files: RunDir) -> dict[str, Any] | None:

@@ -138,11 +138,7 @@ class Policy:
     @classmethod
     def parse(cls, spec: str, names: Sequence[str], mode: str = "linear") -> Policy:
         """A CLI policy argument: ``wXaY`` or a path to a policy JSON, checked against ``names``."""
-        if spec.endswith(".json") or Path(spec).is_file():
-            policy = cls.load(spec)
-            policy.check_layers(names)
-            return policy
-        return cls.uniform(spec, names, mode)
+        return policy_for(policy_arg(spec, mode), names)
 
     # --- use ---------------------------------------------------------------------------
     def check_layers(self, names: Sequence[str]) -> None:
@@ -198,3 +194,37 @@ class Policy:
             w, a = next(iter(pairs))
             return f"w{w}a{a}"
         return " ".join(f"{w}/{a}" for w, a in self.key())
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """``wXaY`` for every layer of a model whose layers are not known yet: the spec is
+    checked when this is made, the policy built by :meth:`on`."""
+
+    spec: str
+    mode: str = "linear"
+
+    def __post_init__(self) -> None:
+        Policy.uniform(self.spec, [], self.mode)
+
+    def on(self, names: Sequence[str]) -> Policy:
+        return Policy.uniform(self.spec, names, self.mode)
+
+
+def policy_arg(arg: str | Path, mode: str = "linear") -> Policy | Uniform:
+    """A ``--policy`` argument, read before the model is: a policy file (a path ending in
+    .json, or any existing path) is loaded now, ``wXaY`` checked now (``mode``: its
+    quantizer). :func:`policy_for` fits either to the model's layers."""
+    text = str(arg)
+    if text.endswith(".json") or Path(text).exists():
+        return Policy.load(text)
+    return Uniform(text, mode)
+
+
+def policy_for(policy: Policy | Uniform, names: Sequence[str]) -> Policy:
+    """``policy`` on the layers ``names``: a file's policy checked against them, a uniform one
+    built for them."""
+    if isinstance(policy, Uniform):
+        return policy.on(names)
+    policy.check_layers(names)
+    return policy

@@ -9,14 +9,14 @@ from typing import Any
 
 from torch import nn
 
-from haq.checkpoint import builtin_checkpoint, model_data, read_checkpoint, resolve_model
+from haq.checkpoint import builtin_checkpoint, model_data, resolve_model
 from haq.data import calibration_loader
 from haq.errors import HaqError
 from haq.export.onnx_format import check_representable, export_onnx
 from haq.export.torch_format import to_payload
 from haq.fileio import payload_format, save_payload
 from haq.finishing import stale_final
-from haq.policy import Policy
+from haq.policy import Policy, policy_arg, policy_for
 from haq.quant.api import quantize
 from haq.quant.calibrate import Calibration
 from haq.quant.serialize import QUANTIZED_FORMAT, read_quantized, rebuild_quantized
@@ -57,7 +57,7 @@ def load_for_export(
     if model.checkpoint is not None and _is_quantized(model.checkpoint):
         return _from_quantized(Path(model.checkpoint), policy_path)
     if policy_path is None:
-        raise HaqError("give --run DIR, or --policy FILE with --checkpoint CKPT")
+        raise HaqError("give --run DIR, or --policy (wXaY or a policy .json)")
     return _from_pretrained(policy_path, model, data, quant)
 
 
@@ -70,7 +70,10 @@ def _from_quantized(
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
     payload = read_quantized(path)
     q, policy = rebuild_quantized(payload)
-    if policy_path is not None and Policy.load(policy_path).key() != policy.key():
+    if (
+        policy_path is not None
+        and policy_for(policy_arg(policy_path), policy.names).key() != policy.key()
+    ):
         raise HaqError(f"{policy_path} differs from the policy stored in {path}")
     info: dict[str, Any] = {k: payload[k] for k in ("model", "model_kwargs", "input_shape") if k in payload}  # fmt: skip
     return q, policy, info, f"finetuned quantized checkpoint {path}"
@@ -79,21 +82,12 @@ def _from_quantized(
 def _from_pretrained(
     policy_path: str | Path, spec: ModelSpec, data: DataSpec, quant: QuantSpec
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
-    checkpoint, model, weights = spec.checkpoint, spec.model, spec.weights
-    if checkpoint is None and weights is None and (model is None or not builtin_checkpoint(model)):
-        raise HaqError(
-            "give --checkpoint (a pretrained or a 'haq finetune' checkpoint) or --model with --weights"
-        )
-    if model is None:
-        model = read_checkpoint(checkpoint)[0].model if checkpoint else None
-    if model is None:
-        raise HaqError("--weights needs --model (the architecture the weights belong to)")
-    net, meta = resolve_model(model, checkpoint, weights)
-    ckpt = checkpoint or weights or builtin_checkpoint(model)
-    policy = Policy.load(policy_path)
+    read = policy_arg(policy_path)
+    net, meta = resolve_model(spec.model_name(), spec.checkpoint, spec.weights)
+    ckpt = spec.checkpoint or spec.weights or builtin_checkpoint(meta.model)
     train = model_data(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     calib = Calibration(net, *calibration_loader(train, quant.calib_batches, data.workers))
-    policy.check_layers(calib.layer_names)
+    policy = policy_for(read, calib.layer_names)
     q = quantize(
         net,
         policy,
@@ -102,7 +96,7 @@ def _from_pretrained(
         weight_clip=quant.weight_clip,
     ).eval()
     info = {
-        "model": model or meta.model,
+        "model": spec.model_name() or meta.model,
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),
     }
