@@ -180,3 +180,38 @@ def test_measure_writes_a_table_the_search_accepts_and_resumes_after_a_kill(tiny
     # costing it for another model: refused in one line that names the model it was made for
     code, _, err = run_cli(["cost", "--model", "mobilenet_v2_fmnist", "--hardware", str(out)])
     assert code == 2 and "(measured for --model tests.conftest:TinyNet)" in err
+
+
+def test_a_table_path_that_cannot_be_one_is_refused_before_any_work(tmp_path, monkeypatch):
+    """``--hardware`` knows a table by its suffix: a table written as ``t.txt`` (or ``x``,
+    which numpy would have made ``x.npy``) could not be searched on; a directory or an
+    unwritable place fails before the first layer is timed, in one line naming the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.npz").mkdir()
+    measure = ["hardware", "measure", *TINY, "--no-progress", "--out"]
+    for argv, why in [
+        ([*measure, "t.txt"], "'t.txt': name the table *.npz"),
+        ([*measure, "d.npz"], "cannot write 'd.npz': it is a directory"),
+        ([*measure, "/proc/t.npz"], "cannot write '/proc/t.npz.partial.npz'"),
+        (["cost", *TINY, "--table", "x.txt"], "'x.txt': name the table *.npz"),
+        (["cost", *TINY, "--haq-npy", "x"], "'x': name the table *.npy"),
+    ]:
+        code, out, err = run_cli(argv)
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+        assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+    # missing directories are made, as for every other file haq writes
+    code, _, err = run_cli(["cost", *TINY, "--table", "new/dir/t.npz", "--haq-npy", "n/t.npy"])
+    assert code == 0, err
+    assert CostTable.load("new/dir/t.npz").latency_s.shape == (4, 8, 8)
+    assert np.load("n/t.npy").shape == (4, 8, 8)
+
+
+def test_a_missing_or_foreign_table_file_says_what_it_is(tmp_path):
+    (tmp_path / "text.npz").write_text("not a table\n")
+    for path, why in [
+        (tmp_path / "none.npz", "cost table '{p}' not found"),
+        (tmp_path / "text.npz", "{p}: not a haq cost table (not an .npz archive)"),
+    ]:
+        code, _, err = run_cli(["cost", *TINY, "--hardware", str(path)])
+        assert code == 2 and why.format(p=path) in err and len(err.strip().splitlines()) == 1

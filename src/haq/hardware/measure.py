@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from haq.errors import HaqError
-from haq.hardware.table import CostTable, check_costs, measured_hardware
+from haq.hardware.table import CostTable, check_costs, measured_hardware, table_output
 from haq.layers import LayerSpec
 from haq.plugins import load_callable
 
@@ -90,7 +90,7 @@ def measure_table(
     """Time every layer at ``bits`` x ``bits`` with the runner and write the table to ``out``
     (``.npz``); ``progress(done, total, seconds_so_far)`` after each layer. ``model`` (how the
     layers' model was named) is kept in the table, to name it when the table is refused."""
-    out = Path(out)
+    out = table_output(out, ".npz")
     bits = sorted(set(bits))
     if not bits or not all(1 <= b <= 8 for b in bits):
         raise HaqError(f"--bits must be widths from 1 to 8 (got {bits})")
@@ -98,6 +98,7 @@ def measure_table(
     setup = {"runner": runner_spec, "bits": bits, "batch": batch, "layers": [_shape_key(s) for s in layers]}  # fmt: skip
     partial = out.with_name(out.name + ".partial.npz")
     done = _resume(partial, setup)
+    _save_partial(partial, setup, done, keep=False)  # unwritable: refused before any timing
     t0 = time.perf_counter()
     for i, layer in enumerate(layers):
         key = _shape_key(layer)
@@ -127,12 +128,24 @@ def _resume(partial: Path, setup: dict[str, Any]) -> dict[str, np.ndarray]:
         return {}  # unreadable: measure again
 
 
-def _save_partial(partial: Path, setup: dict[str, Any], done: dict[str, np.ndarray]) -> None:
+def _save_partial(
+    partial: Path, setup: dict[str, Any], done: dict[str, np.ndarray], keep: bool = True
+) -> None:
+    """Write the layers timed so far (``keep=False``: only try, and remove the attempt)."""
     keys = list(done)
     tmp = partial.with_name(f".{partial.name}.{os.getpid()}.tmp.npz")
     arrays = {f"g{i}": done[k] for i, k in enumerate(keys)}
-    np.savez(tmp, setup=np.array(json.dumps(setup)), keys=np.array(json.dumps(keys)), **arrays)  # type: ignore[arg-type]
-    tmp.replace(partial)
+    try:
+        np.savez(tmp, setup=np.array(json.dumps(setup)), keys=np.array(json.dumps(keys)), **arrays)  # type: ignore[arg-type]
+        if keep:
+            tmp.replace(partial)
+        else:
+            tmp.unlink()
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise HaqError(
+            f"cannot write {str(partial)!r} (the measurement so far): {err.strerror}"
+        ) from err
 
 
 def _table(layers: Sequence[LayerSpec], grids: list[np.ndarray], bits: list[int], runner: str, batch: int, out: Path) -> CostTable:  # fmt: skip

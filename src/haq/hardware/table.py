@@ -11,6 +11,7 @@ Units: ``latency_s`` and ``energy_j`` are for one batch of ``batch`` images on t
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ class CostTable:
     # --- persistence -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` with arrays [L, 8, 8] and a JSON ``meta`` with units and provenance."""
-        out = Path(path)
+        out = table_output(path, ".npz")
         meta = {
             **self.meta,
             "units": {
@@ -193,8 +194,13 @@ class CostTable:
     @classmethod
     def load(cls, path: str | Path) -> CostTable:
         """A table written by :meth:`save` (``haq cost --table``, ``haq hardware measure``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise HaqError(f"cost table {str(p)!r} not found")
+        if not zipfile.is_zipfile(p):  # numpy would speak of pickled data
+            raise HaqError(f"{path}: not a haq cost table (not an .npz archive)")
         try:
-            data = np.load(path, allow_pickle=False)
+            data = np.load(p, allow_pickle=False)
             meta = json.loads(str(data["meta"]))
             hw_dict = dict(meta.pop("hardware"))
         except (OSError, KeyError, ValueError, TypeError) as err:
@@ -230,7 +236,7 @@ class CostTable:
         The reference code only uses ratios of table entries, so any unit works; we write
         cycles of this hardware (divide by its clock for seconds).
         """
-        out = Path(path)
+        out = table_output(path, ".npy")
         try:
             np.save(out, np.rint(self.cycles).astype(np.int64))
         except OSError as err:
@@ -279,6 +285,24 @@ def measured_hardware(d: dict[str, Any], source: str, has_energy: bool = False) 
         source=source,
         has_energy=has_energy,
     )
+
+
+def table_output(path: str | Path, suffix: str) -> Path:
+    """``path`` checked before a table is computed or written: ``--hardware`` tells a table
+    by its suffix (``.npz`` haq's, ``.npy`` the HAQ reference's), so another one is refused,
+    as is a directory; missing parent directories are made."""
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise HaqError(
+            f"{str(out)!r}: name the table *{suffix} (--hardware recognises tables by it)"
+        )
+    if out.is_dir():
+        raise HaqError(f"cannot write {str(out)!r}: it is a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HaqError(f"cannot write {str(out)!r}: {err.strerror}") from err
+    return out
 
 
 def table_for(
