@@ -329,3 +329,26 @@ def test_a_kill_before_the_first_checkpoint_resumes_to_the_uninterrupted_records
         return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in RunDir(p).read_episodes()]  # fmt: skip
 
     assert records(run) == records(clean)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_long_work(tmp_path):
+    """pretrain, import, finetune and export wrote their file last, so ``--out`` naming a
+    directory (or a place below a file) failed after the training, the test-set pass, the
+    finetune or the calibration; now at once, in one line, touching nothing."""
+    shipped = str(Path(__file__).parents[1] / "src/haq/checkpoints/mobilenet_v2_fmnist.pt")
+    (tmp_path / "file").write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    work = {
+        "pretrain": ["pretrain", "--model", TINY[1], "--dataset", "digits", "--epochs", "1"],
+        "import": ["import", "--model", "mobilenet_v2_fmnist", "--weights", shipped]
+        + ["--dataset", "fashion-mnist"],
+        "finetune": ["finetune", "--policy", "w4a4", "--epochs", "3"],
+        "export": ["export", "--policy", "w4a4", "--format", "onnx"],
+    }
+    # (the messages of a late failure differ: "Is a directory", "Not a directory")
+    below_file = (tmp_path / "file" / "x.pt", f"'{tmp_path / 'file'}' is not a writable directory")
+    for argv in work.values():
+        for out, why in [(tmp_path, "it is a directory"), below_file]:
+            code, _, err = run_cli([*argv, "--out", str(out)])
+            _one_line_error(code, err, f"cannot write '{out}'", why)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

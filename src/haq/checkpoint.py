@@ -15,7 +15,7 @@ from torch import nn
 
 from haq.data import Data, builtin_normalisation, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
-from haq.fileio import load_payload, save_payload
+from haq.fileio import check_output, load_payload, save_payload
 from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, pick_device
@@ -192,6 +192,7 @@ def import_model(
     registry's, else 3x224x224), preprocessing (``preprocess`` keys of
     :class:`~haq.imagefolder.Preprocess` override the defaults), the dataset's classes and
     the full-precision accuracy measured on its test split (``progress``: a bar for it)."""
+    check_output(out)  # not after the test-set pass
     kwargs = dict(model_kwargs or {})
     model = load_weights(load_model_spec(spec, **kwargs), weights)
     shape = tuple(input_shape or default_input_shape(spec))

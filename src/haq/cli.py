@@ -324,7 +324,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: ExportOptions) -> int:
     from haq.export import export_model, load_for_export
+    from haq.fileio import check_output
 
+    check_output(args.out)  # not after the calibration
     owned = run_lock(args.run, "haq export", shared=True) if args.run else contextlib.nullcontext()
     with owned, contextlib.redirect_stdout(sys.stderr):
         q, policy, info, source = load_for_export(

@@ -42,6 +42,18 @@ def _is_device(out: Path) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
+def check_output(path: str | Path) -> None:
+    """Refuse, before any long work, a path no file can be written to: a directory, or a
+    place below a file or in a directory this process may not write (missing directories are
+    fine: the writers make them)."""
+    out = _target(path)
+    if out.is_dir():
+        raise HaqError(f"cannot write {str(path)!r}: it is a directory")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
+        raise HaqError(f"cannot write {str(path)!r}: {str(parent)!r} is not a writable directory")
+
+
 def _write_atomic(path: str | Path, write: Any, mode: str) -> Path:
     """``write(fh)`` into a temporary file, then rename it over ``path``; a crash never
     leaves half a file. One-line HaqError on failure."""

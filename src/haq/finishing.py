@@ -12,7 +12,7 @@ from typing import Any
 from haq.checkpoint import builtin_checkpoint, model_splits, resolve_model
 from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.errors import HaqError
-from haq.fileio import atomic_write_json, read_json
+from haq.fileio import atomic_write_json, check_output, read_json
 from haq.options import check_bounds
 from haq.policy import Policy, Uniform, policy_arg, policy_for
 from haq.quant.api import quantize
@@ -48,6 +48,7 @@ def final_finetune(
     why = check_bounds(train)
     if why:
         raise HaqError(why)
+    check_output(out)  # not after the finetune
     net, meta = resolve_model(model.model_name(), model.checkpoint, model.weights)
     device = str(pick_device(device))
     train_data, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)

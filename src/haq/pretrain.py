@@ -9,6 +9,7 @@ import torch
 
 from haq.checkpoint import CheckpointMeta, preprocess_for, save_checkpoint
 from haq.data import TensorData, inference_batch, load_dataset, make_loader
+from haq.fileio import check_output
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, finetune, pick_device
 
@@ -29,6 +30,7 @@ def pretrain(
 
     ``augment``: random shifts of up to 2 pixels, plus horizontal flips for Fashion-MNIST only
     (clothes are mirror-symmetric, digits are not)."""
+    check_output(out)  # not after the training
     shape = default_input_shape(model_spec)
     prep = preprocess_for(CheckpointMeta(model_spec, shape, dataset))
     train = load_dataset(dataset, train=True, preprocess=prep)
