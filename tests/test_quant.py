@@ -98,6 +98,33 @@ def test_quantize_any_model_leaves_original(tiny_net, digits):
     assert torch.allclose(q.eval()(x), q2.eval()(x))
 
 
+def test_quantize_takes_a_policy_as_text_and_refuses_a_dataset_for_batches(
+    tiny_net, digits, tmp_path
+):
+    """``quantize(model, "w4a4", ...)`` or a policy file, as the commands take them; a
+    dataset passed where batches go is one clear error, not a TypeError or single images."""
+    train, test = digits
+    cal = Calibration(tiny_net, TensorLoader(train, 128))
+    policy = Policy.from_arrays(cal.layer_names, [8, 3, 4, 2], [8, 4, 5, 6])
+    policy.save(tmp_path / "p.json")
+    x = train.images[:16]
+    want = quantize(tiny_net, Policy.uniform("w4a4", cal.layer_names), calibration=cal).eval()(x)
+    assert torch.equal(quantize(tiny_net, "w4a4", calibration=cal).eval()(x), want)
+    from_file = quantize(tiny_net, tmp_path / "p.json", calibration=cal)
+    assert [(m.w_bits, m.a_bits) for m in quant_layers(from_file).values()] == [
+        (8, 8), (3, 4), (4, 5), (2, 6)
+    ]  # fmt: skip
+    with pytest.raises(HaqError, match="neither 'wXaY'"):
+        quantize(tiny_net, "w4", calibration=cal)
+    for verb, call in [
+        ("calibration", lambda: Calibration(tiny_net, train)),
+        ("evaluate", lambda: evaluate(tiny_net, test)),
+        ("finetune", lambda: finetune(tiny_net, train, steps=1)),
+    ]:
+        with pytest.raises(HaqError, match=f"^{verb} takes batches, not a dataset"):
+            call()
+
+
 def test_prepare_computes_every_clip_up_front(tiny_net, digits):
     """Calibration.prepare fills the clip caches for all bit widths with the values a first
     use computes, so quantizing any policy afterwards computes no clip."""

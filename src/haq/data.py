@@ -236,6 +236,16 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def check_batches(loader: Any, verb: str) -> None:
+    """A dataset given where batches are expected: one clear error (iterating one would give
+    single images, or fail deep inside)."""
+    if isinstance(loader, TensorData | FolderData | DatasetData):
+        raise HaqError(
+            f"{verb} takes batches, not a dataset: pass haq.data.make_loader(data, 256) "
+            "(or a DataLoader)"
+        )
+
+
 def make_loader(
     data: Data,
     batch_size: int,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from haq.data import check_batches
 from haq.errors import HaqError
 from haq.fileio import load_payload, save_payload
 
@@ -80,6 +81,7 @@ def evaluate(
 ) -> Accuracy:
     """Top-1/top-5 accuracy (%) of ``model`` on ``loader``; the model is left in eval mode.
     ``progress``: a bar named ``desc``."""
+    check_batches(loader, "evaluate")
     dev = pick_device(device) if device is not None else _model_device(model)
     model.to(dev, memory_format=_memory_format(dev)).eval()  # type: ignore[call-overload]
     sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, top-1, top-5 hits
@@ -191,6 +193,7 @@ def finetune(
     label_smoothing, compile) says; ``checkpoint``: save each epoch's end and continue from
     it (:class:`EpochCheckpoint`). A NaN/inf loss stops with a :class:`HaqError` instead of
     going on to report a meaningless accuracy. Returns the model."""
+    check_batches(loader, "finetune")
     train = TrainSpec(**spec)
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps or epochs")

@@ -4,39 +4,42 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from pathlib import Path
 
 from torch import Tensor, nn
 
 from haq.errors import HaqError
-from haq.policy import MODES, Policy
+from haq.policy import MODES, Policy, policy_arg, policy_for
 from haq.quant.calibrate import Calibration
 from haq.quant.modules import QuantLayer
 
 
 def quantize(
     model: nn.Module,
-    policy: Policy,
+    policy: Policy | str | Path,
     mode: str | None = None,
     calibration: Calibration | Iterable[tuple[Tensor, Tensor]] | None = None,
     per_channel: bool = False,
     weight_clip: str = "kl",
 ) -> nn.Module:
-    """A quantized copy of ``model`` following ``policy``; ``model`` itself is never changed.
+    """A quantized copy of ``model`` following ``policy`` (a :class:`Policy`, ``"w4a4"`` for
+    every layer, or a policy file); ``model`` itself is never changed.
 
     ``mode`` is ``"linear"`` (weights and activations, the paper's latency/energy mode) or
     ``"kmeans"`` (weights only, the size mode); by default the policy's own mode.
     ``calibration`` is a loader of (images, labels) batches or a :class:`Calibration` built
     once and reused (what the search does: quantizing a new policy then takes milliseconds).
     """
-    mode = mode or policy.mode
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise HaqError(f"unknown quantization mode {mode!r}; valid: {', '.join(MODES)}")
+    read = policy_arg(policy, mode or "linear") if isinstance(policy, str | Path) else policy
     if calibration is None:
         raise HaqError("quantize needs calibration data: a loader of a few training batches")
     calib = calibration if isinstance(calibration, Calibration) else Calibration(model, calibration)
     if calib.model is not model:
         raise HaqError("the Calibration was built for another model")
-    policy.check_layers(calib.layer_names)
+    policy = policy_for(read, calib.layer_names)
+    mode = mode or policy.mode  # a Policy's own mode is one of MODES
     qmodel = copy.deepcopy(model)
     originals = dict(model.named_modules())
     for name, w_bits, a_bits in zip(policy.names, policy.w_bits, policy.a_bits, strict=True):

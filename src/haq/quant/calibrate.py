@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from haq.data import check_batches
 from haq.errors import HaqError
 from haq.layers import LayerSpec, extract_layers
 from haq.quant.kmeans import kmeans_1d
@@ -39,6 +40,7 @@ class Calibration:
         self._act_cache: dict[tuple[str, int], float] = {}
         self._w_cache: dict[tuple[str, int, str, bool], Tensor] = {}
         self._km_cache: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
+        check_batches(loader, "calibration")
         first = next(iter(loader), None)
         if first is None:
             raise HaqError("calibration data is empty")
