@@ -164,6 +164,13 @@ def test_custom_toml_and_errors(tmp_path):
     bad.write_text(text.replace("dk = 64\n", ""))
     with pytest.raises(HaqError, match=r"bad.toml: missing field 'dk'"):
         load_hardware(str(bad))
+    # a misspelt field is unknown and its right name missing: the unknown one is named
+    bad.write_text(text.replace("dram_bandwidth_gbs", "dram_bandwith_gbs"))
+    with pytest.raises(HaqError, match=r"'dram_bandwith_gbs' .* mean 'dram_bandwidth_gbs'\?\)$"):
+        load_hardware(str(bad))
+    bad.write_text(text + "colour = 3\n")
+    with pytest.raises(HaqError, match=r"unknown field\(s\) 'colour' for arch 'bismo'$"):
+        load_hardware(str(bad))
     bad.write_text(text.replace('arch = "bismo"', "arch = [1, 2]"))  # found by test_fuzz
     with pytest.raises(HaqError, match=r"bad.toml: field 'arch' is \[1, 2\]; valid: bismo"):
         load_hardware(str(bad))

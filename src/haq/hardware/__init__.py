@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,13 +50,15 @@ def parse_hardware(data: dict[str, Any], where: str) -> HardwareConfig:
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise HaqError(f"{where}: field 'batch' must be an integer >= 1 (got {batch!r})")
     specs: dict[str, FieldSpec] = ARCHS[arch].FIELDS
-    params = check_fields(data, where, specs)
     known = set(specs) | {"name", "arch", "description", "batch"}
     unknown = sorted(set(data) - known)
-    if unknown:
+    if unknown:  # before the missing ones: a misspelt field is both
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise HaqError(
-            f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for arch {arch!r}"
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for arch {arch!r}{hint}"
         )
+    params = check_fields(data, where, specs)
     return HardwareConfig(
         name=str(data.get("name", Path(where).stem)),
         arch=arch,
