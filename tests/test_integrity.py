@@ -275,6 +275,22 @@ def test_an_unreachable_ray_cluster_is_named_within_seconds(monkeypatch):
         RayPool(SearchConfig(eval_workers=2), 2)
 
 
+def test_a_search_refuses_an_unreachable_cluster_before_any_data(tmp_path, monkeypatch, tiny_ckpt):
+    """It used to find out when it made the pool: after the setup and the ILP's sensitivity
+    pass (3 min 17 s for the main job here), leaving a run directory behind."""
+    pytest.importorskip("ray")
+    monkeypatch.setattr("haq.search.setup.build_eval_setup", _never)
+    argv = ["search", "--checkpoint", tiny_ckpt, "--dataset", "digits", "--eval-workers", "2"]
+    argv += ["--latency", "0.9x", "--out", str(tmp_path / "r")]
+    code, _, err = run_cli([*argv, "--ray-address", "127.0.0.1:1"])
+    _one_line_error(code, err, "cannot reach the Ray cluster at 127.0.0.1:1 (from --ray-address)")
+    assert not (tmp_path / "r").exists()
+
+
+def _never(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("the search read data")
+
+
 def _refused(run: Path, command: str, shared: bool) -> bool:
     try:
         with run_lock(run, command, shared=shared):

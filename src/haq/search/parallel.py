@@ -95,23 +95,39 @@ class EvalWorker:
         return result.accuracy.top1, started, time.time() - started
 
 
+def check_workers(cfg: SearchConfig) -> None:
+    """What can be refused about the evaluation workers before any data is read (a search
+    checks it with the options): Ray not installed, a cluster address that takes no
+    connection."""
+    if cfg.eval_workers > 1:
+        _import_ray(cfg.eval_workers)
+        address, source = _ray_address(cfg.ray_address)
+        if address:
+            _probe(address, f"at {address} (from {source})")
+
+
+def _import_ray(n: int) -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise HaqError(
+            f"--eval-workers {n} needs Ray: pip install 'haq[ray]' (or run with --eval-workers 1)"
+        ) from err
+    return ray
+
+
 class RayPool:
     """``n`` EvalWorker actors on a Ray cluster (started here unless ``address`` is given)."""
 
     def __init__(self, cfg: SearchConfig, n: int) -> None:
-        try:
-            import ray
-        except ImportError as err:
-            raise HaqError(
-                f"--eval-workers {n} needs Ray: pip install 'haq[ray]' (or run with --eval-workers 1)"
-            ) from err
+        ray = _import_ray(n)
         self.ray, self.workers, self.replaced = ray, n, 0
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             address, source = _ray_address(cfg.ray_address)
             where = f"at {address} (from {source})" if address else "on this machine"
             if address:
-                _probe(address, where)
+                _probe(address, where)  # again: it may have gone since the search's start
             try:
                 if address:
                     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)

@@ -26,6 +26,7 @@ from haq.hardware.table import CostTable, table_for
 from haq.layers import extract_layers
 from haq.search.budget import Budget, check_feasible, parse_budget
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
+from haq.search.parallel import check_workers
 from haq.search.rundir import RunDir
 from haq.specs import QuantSpec
 from haq.textfmt import STAGE_BAR
@@ -163,6 +164,7 @@ def _build_context(
     weights_only = cfg.mode == "kmeans"
     pw, pa = resolve_pins(cfg.keep_8bit, table.layer_names, weights_only)
     check_feasible(table, budgets, cfg.min_bit, pw, pa)
+    check_workers(cfg)
     if announce:
         announce(cfg)
     setup, check = build_eval_setup(cfg, model, meta, device, stage)
