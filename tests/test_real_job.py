@@ -246,6 +246,43 @@ def test_import_round_trip(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert abs(_top1(capsys.readouterr().out, "full precision") - meta.accuracy["top1"]) < 1e-9
 
 
+def test_a_folder_with_some_of_the_models_classes_is_labelled_by_the_models_list(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A folder's labels are places in its own sorted class list; a checkpoint imported on
+    all ten classes, evaluated on a folder of two of them, used to compare class_3 images with
+    output 0 and class_7 with output 1 (top-1 near 0). Now each is labelled by the class list
+    the import recorded; a class the model does not know is refused in one line."""
+    state = tmp_path / "w.pth"
+    torch.save(_shipped_state(), state)
+    ckpt = tmp_path / "imported.pt"
+    argv = ["import", "--model", MODEL, "--weights", str(state), "--workers", "0"]
+    argv += ["--dataset", f"imagefolder:{folder}", "--out", str(ckpt)]
+    assert main([*argv, "--mean", FMNIST["mean"], "--std", FMNIST["std"], "--crop-ratio", "1"]) == 0
+    some = tmp_path / "some"
+    for split in ("train", "val"):
+        for name in ("class_3", "class_7"):
+            (some / split).mkdir(parents=True, exist_ok=True)
+            (some / split / name).symlink_to(folder / split / name)
+    capsys.readouterr()
+    evaluate = ["eval", "--checkpoint", str(ckpt), "--workers", "0"]
+    assert main([*evaluate, "--dataset", f"imagefolder:{some}"]) == 0
+    got = capsys.readouterr()
+    assert "has 2 of the model's 10 classes" in got.err
+    test = load_dataset("fashion-mnist", train=False)
+    pick = (test.labels == 3) | (test.labels == 7)
+    model, _ = load_checkpoint(builtin_checkpoint(MODEL), MODEL)  # type: ignore[arg-type]
+    with torch.no_grad():
+        want = (model(test.images[pick]).argmax(1) == test.labels[pick]).double().mean() * 100
+    assert f"({int(pick.sum())} images)" in got.out
+    assert abs(_top1(got.out, "full precision") - float(want)) < 1e-9  # > 90 %, not ~0
+    (some / "train" / "class_x").symlink_to(folder / "train" / "class_0")
+    assert main([*evaluate, "--dataset", f"imagefolder:{some}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has 1 class(es) the model was not trained on (class_x); its classes, "
+                        "recorded by haq import: class_0, class_1, class_2, ...")  # fmt: skip
+
+
 class RunInfo:
     """A Python object a training script might save beside its weights."""
 

@@ -6,6 +6,7 @@ each), so the main job never retrains.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -16,7 +17,7 @@ from torch import nn
 from haq.data import Data, builtin_normalisation, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
 from haq.fileio import check_output, load_payload, save_payload
-from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, FolderData, Preprocess
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, pick_device
 from haq.weights import load_weights
@@ -122,6 +123,16 @@ def model_data(
             f"dataset {dataset!r} has images {data.input_shape}; "
             f"the model expects {tuple(meta.input_shape)}"
         )
+    if isinstance(data, FolderData) and meta.classes and data.classes != meta.classes:
+        # labels are places in the folder's sorted class list: not the model's outputs when
+        # the folder holds a subset of its classes (or the model's order is not sorted)
+        data = data.with_classes(meta.classes, dataset)
+        if train:
+            print(
+                f"note: {dataset} has {len(set(data.labels.tolist()))} of the model's "
+                f"{len(meta.classes)} classes; labelled by the model's own class list",
+                file=sys.stderr,
+            )
     return data
 
 

@@ -159,6 +159,19 @@ class FolderData(Dataset):
             self.files[idx], self.labels[idx], self.classes, self.preprocess, self.train
         )
 
+    def with_classes(self, classes: list[str], where: str) -> FolderData:
+        """The same images labelled by their class names' places in ``classes`` (a model's
+        outputs, in the order it was trained with); a class not among them is refused."""
+        unknown = [c for c in self.classes if c not in set(classes)]
+        if unknown:
+            raise HaqError(
+                f"{where} has {len(unknown)} class(es) the model was not trained on "
+                f"({', '.join(unknown[:3])}); its classes, recorded by haq import: "
+                f"{', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}"
+            )
+        place = np.array([classes.index(c) for c in self.classes], dtype=np.int64)
+        return FolderData(self.files, place[self.labels], classes, self.preprocess, self.train)
+
     def view(self, train: bool) -> FolderData:
         """The same images with the training (random) or evaluation (centre) crop."""
         return FolderData(self.files, self.labels, self.classes, self.preprocess, train)
