@@ -283,6 +283,18 @@ def test_a_folder_with_some_of_the_models_classes_is_labelled_by_the_models_list
                         "recorded by haq import: class_0, class_1, class_2, ...")  # fmt: skip
 
 
+def test_pretrain_on_a_folder_records_its_classes(folder: Path, tmp_path: Path) -> None:
+    """What the outputs of a model trained on a folder mean, for the folders it meets later."""
+    for split in ("train", "val"):
+        for name in ("class_3", "class_7"):
+            (tmp_path / "f" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "f" / split / name).symlink_to(folder / split / name)
+    out = tmp_path / "p.pt"
+    argv = ["pretrain", "--model", MODEL, "--dataset", f"imagefolder:{tmp_path / 'f'}"]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    assert read_checkpoint(out)[0].classes == ["class_3", "class_7"]
+
+
 class RunInfo:
     """A Python object a training script might save beside its weights."""
 

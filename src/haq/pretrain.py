@@ -60,6 +60,7 @@ def pretrain(
         input_shape=cast("tuple[int, int, int]", train.input_shape),
         dataset=dataset,
         preprocess=prep.to_dict() if dataset.startswith("imagefolder:") else {},
+        classes=list(getattr(train, "classes", [])),  # what its outputs mean (image folders)
         accuracy={"top1": acc.top1, "top5": acc.top5},
         extra={"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed},
     )
