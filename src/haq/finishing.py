@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from haq.checkpoint import builtin_checkpoint, model_splits, resolve_model
+from haq.checkpoint import CheckpointMeta, builtin_checkpoint, model_splits, resolve_model
 from haq.data import Data, calibration_loader, inference_batch, make_loader
 from haq.errors import HaqError
 from haq.fileio import atomic_write_json, check_output, read_json
@@ -35,10 +35,10 @@ def final_finetune(
     progress: bool = True,
     source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Quantize the pretrained model with ``policy`` (or a uniform one), finetune on the whole training set as
-    ``train`` says (SGD, cosine from its ``lr``), measure top-1 on the untouched test set, save
-    the result. The quantizer settings ``quant`` should be the search's: ``haq finetune --run``
-    takes them from the run's configuration.
+    """Quantize the pretrained model with ``policy`` (or a uniform one), finetune on the whole
+    training set as ``train`` says (SGD, cosine from its ``lr``), measure top-1 on the
+    untouched test set, save the result. The quantizer settings ``quant`` should be the
+    search's: ``haq finetune --run`` takes them from the run's configuration.
 
     The saved file holds the quantized model's state dict, the policy with its test
     accuracy, what is needed to rebuild it (``load_quantized``) and ``source``: the policy's
@@ -88,18 +88,30 @@ def final_finetune(
         "epochs": train.epochs,
         "lr": train.lr,
     }
-    _save_final(out, q, policy, {
+    provenance = {"policy_sha256": policy.digest(), **(source or {})}
+    _save_final(out, q, policy, _record(meta, model, data.dataset, result, provenance))
+    saved.path.unlink(missing_ok=True)
+    return result
+
+
+def _record(
+    meta: CheckpointMeta,
+    model: ModelSpec,
+    dataset: str,
+    result: dict[str, Any],
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """What a finetuned file says of itself besides its weights and policy."""
+    return {
         "model": meta.model,
         "checkpoint": str(model.checkpoint or builtin_checkpoint(meta.model) or ""),
         "weights": model.weights,
         "model_kwargs": meta.model_kwargs,
         "input_shape": list(meta.input_shape),
-        "dataset": data.dataset,
+        "dataset": dataset,
         "result": result,
-        "source": {"policy_sha256": policy.digest(), **(source or {})},
-    })  # fmt: skip
-    saved.path.unlink(missing_ok=True)
-    return result
+        "source": source,
+    }
 
 
 def _epoch_checkpoint(out: str | Path, policy: Policy, *specs: Any) -> EpochCheckpoint:
