@@ -412,6 +412,31 @@ def test_folder_data_reads_bad_images_with_a_clear_error(tmp_path: Path) -> None
         data[0]
 
 
+def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """A 16-bit grayscale PNG (scans, medical images) read as the 8-bit image it scales to:
+    PIL's own conversion clipped every value above 255, making the image almost white. For a
+    one- and a three-channel model alike; float pixels, whose range is unknown, are refused."""
+    images = load_dataset("fashion-mnist", train=False).images[:8]
+    eight = ((images[:, 0] * 0.3530 + 0.2860) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    files: dict[str, list[str]] = {"8": [], "16": []}
+    for i, img in enumerate(eight):
+        for bits, arr in (("8", img), ("16", img.astype(np.uint16) * 257)):
+            path = tmp_path / f"{i}_{bits}.png"
+            Image.fromarray(arr).save(path)
+            files[bits].append(str(path))
+    assert Image.open(files["16"][0]).mode.startswith("I")  # really 16 bits on disk
+    for shape, mean in (((1, 28, 28), (0.5,)), ((3, 32, 32), (0.5, 0.5, 0.5))):
+        prep = Preprocess(shape, mean, mean, crop_ratio=0.875)
+        sets = {b: FolderData(np.array(f), np.zeros(8, np.int64), ["c"], prep) for b, f in files.items()}  # fmt: skip
+        for i in range(8):
+            assert torch.equal(sets["16"][i][0], sets["8"][i][0])
+    Image.fromarray(eight[0].astype(np.float32) / 255).save(tmp_path / "f.tiff")
+    prep = Preprocess((1, 28, 28), (0.5,), (0.5,))
+    data = FolderData(np.array([str(tmp_path / "f.tiff")]), np.array([0]), ["c"], prep)
+    with pytest.raises(HaqError, match=r"f.tiff: 32-bit float pixels \(mode F\)"):
+        data[0]
+
+
 @pytest.fixture(scope="module")
 def rgb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fashion-MNIST images enlarged to 256x256 RGB JPEG files: the ImageNet layout."""

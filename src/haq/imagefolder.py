@@ -79,7 +79,7 @@ class Preprocess:
         from PIL import Image
 
         c, h, w = self.input_shape
-        img = img.convert("L" if c == 1 else "RGB")
+        img = _eight_bit(img).convert("L" if c == 1 else "RGB")
         if rng is None:
             img = _resize_short(img, round(min(h, w) / self.crop_ratio))
             left, top = (img.width - w) // 2, (img.height - h) // 2
@@ -94,6 +94,22 @@ class Preprocess:
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
         return ((x - mean) / std).contiguous()
+
+
+def _eight_bit(img):  # type: ignore[no-untyped-def]
+    """16-bit grayscale (PNG, TIFF) scaled to 8 bits, 65535 -> 255: PIL's own conversion
+    clips at 255, which turns such an image almost white. Float pixels have no known range:
+    refused."""
+    from PIL import Image
+
+    if img.mode == "F":
+        raise ValueError("32-bit float pixels (mode F) have no known range; save 8 or 16 bits")
+    if img.mode != "I" and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img).astype(np.float64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"32-bit integer pixels outside 0..65535 (mode {img.mode})")
+    return Image.fromarray(np.rint(a / 257.0).astype(np.uint8), mode="L")
 
 
 def _resize_short(img, short: int):  # type: ignore[no-untyped-def]
