@@ -71,3 +71,36 @@ def test_registry_models_extract(name):
     assert layers[-1].kind == "linear" and layers[-1].out_channels == 1000
     x = torch.zeros(1, 3, 224, 224)
     assert create_model(name).eval()(x).shape == (1, 1000)
+
+
+class _Shared(nn.Module):
+    """One conv applied twice per forward pass (weight sharing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.shared = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shared(torch.relu(self.shared(torch.relu(self.stem(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def shared_model() -> nn.Module:
+    return _Shared()
+
+
+def test_a_layer_called_twice_is_named_once_in_a_warning(capsys):
+    """Costed at one call (docs/decisions.md); the command line prints haq's warnings as one
+    line like its errors, not Python's file:line form."""
+    with pytest.warns(UserWarning, match="called more than once per forward pass are costed once: shared$"):  # fmt: skip
+        layers = extract_layers(_Shared(), (1, 6, 6))
+    assert [s.name for s in layers] == ["stem", "shared", "head"]
+    assert layers[1].macs == 6 * 6 * 4 * 4 * 9  # one call's
+    from haq.cli import main
+
+    argv = ["cost", "--model", "tests.test_layers:shared_model", "--input-shape", "1,6,6"]
+    assert main([*argv, "--hardware", "bitfusion"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["haq: warning: layers called more than once per forward pass are costed once: shared"]  # fmt: skip

@@ -16,6 +16,7 @@ import select
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from haq.cli_options import (
@@ -234,7 +235,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     import re
     import time
     from functools import partial
-    from pathlib import Path
 
     from haq.options import given_options
     from haq.search.config import SearchConfig
@@ -339,8 +339,6 @@ def cmd_export(args: ExportOptions) -> int:
 
 # --- haq finetune ---------------------------------------------------------------------------
 def cmd_finetune(args: FinetuneOptions) -> int:
-    from pathlib import Path
-
     from haq.finishing import job_from_policy, job_from_run
 
     if args.run:
@@ -495,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             # torch's own deprecations (torch.compile imports torch.jit) are not the user's
             warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
             options = getattr(args, "options", None)
@@ -511,6 +510,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("haq: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """haq's own warnings as one line, like its errors; others as Python prints them."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        print(f"haq: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _one_line(message: str) -> str:
