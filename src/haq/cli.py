@@ -348,7 +348,7 @@ def cmd_finetune(args: FinetuneOptions) -> int:
             args.policy, ModelSpec.of(args), DataSpec.of(args), QuantSpec.of(args), args.out
         )
     else:
-        raise HaqError("give --run DIR or --policy FILE")
+        raise HaqError("give --run DIR, or --policy (wXaY or a policy .json)")
     if job.note:
         print(job.note, file=sys.stderr)
     device = pick_device(args.device)
