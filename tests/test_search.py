@@ -258,13 +258,27 @@ def test_every_record_holds_the_budget_and_the_reward_formula(agent_run):
     assert summary["uniform"]["cost"]["energy"] <= limit * (1 + 1e-9)
 
 
-def test_the_best_policy_keeps_the_pins_and_drives_haq_cost(agent_run):
-    run, _ = agent_run
+def test_the_best_policy_keeps_the_pins_and_drives_haq_cost(agent_run, capsys):
+    run, summary = agent_run
     best = Policy.load(run / "best_policy.json")
     assert best.names == ["body.0", "body.2", "body.5", "head"]
     assert best.w_bits[0] == 8 and best.key()[-1] == (8, 8)  # pinned first and last
     argv = ["cost", "--model", "tests.conftest:TinyNet", "--input-shape", "1,8,8"]
     assert main([*argv, "--hardware", "bitfusion", "--policy", str(run / "best_policy.json")]) == 0
+    # it records what it was searched for, and haq cost costs that unless told otherwise
+    # (before: MobileNet-V2 at 224 on BISMO edge, whose layer names a MobileNet-V2-style
+    # model's policy fits, so the numbers looked right)
+    info = best.info
+    assert (info["model"], info["input_shape"], info["hardware_spec"]) == (
+        "tests.conftest:TinyNet", [1, 8, 8], "bitfusion"
+    )  # fmt: skip
+    capsys.readouterr()
+    assert main(["cost", "--policy", str(run / "best_policy.json"), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert (report["model"], report["input_shape"]) == ("tests.conftest:TinyNet", [1, 8, 8])
+    assert report["total"]["energy_mj"] == pytest.approx(summary["best"]["cost"]["energy"] * 1e3)
+    assert "model and hardware as best_policy.json was searched for" in err
 
 
 def test_the_anchor_episode_is_the_top_bit_enforced_to_the_budget(agent_run, tmp_path):

@@ -16,7 +16,7 @@ from torch import nn
 
 from haq.data import Data, builtin_normalisation, inference_batch, load_dataset, make_loader
 from haq.errors import HaqError
-from haq.fileio import check_output, load_payload, save_payload
+from haq.fileio import check_output, load_payload, payload_format, save_payload
 from haq.imagefolder import IMAGENET_MEAN, IMAGENET_STD, FolderData, Preprocess
 from haq.models import default_input_shape, load_model_spec
 from haq.train import evaluate, pick_device
@@ -57,7 +57,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
 
 def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, Any]]:
     """Metadata and raw payload of a checkpoint file, with clear errors."""
-    payload = load_payload(path, CHECKPOINT_FORMAT, "checkpoint (written by 'haq pretrain')")
+    try:
+        payload = load_payload(
+            path, CHECKPOINT_FORMAT, "checkpoint (written by 'haq import' or 'haq pretrain')"
+        )
+    except HaqError:
+        _refuse_finetuned(path)
+        raise
     m = payload["meta"]
     meta = CheckpointMeta(
         model=m["model"],
@@ -70,6 +76,18 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, Any]]:
         classes=m.get("classes", []),
     )
     return meta, payload
+
+
+def _refuse_finetuned(path: str | Path) -> None:
+    """A ``haq finetune`` output given where a pretrained checkpoint goes: say what it is."""
+    from haq.quant.serialize import QUANTIZED_FORMAT
+
+    if payload_format(path) == QUANTIZED_FORMAT:
+        raise HaqError(
+            f"{path} is a finetuned quantized model (written by 'haq finetune'); give the "
+            f"pretrained checkpoint it came from (named in {Path(path).with_suffix('.json')}), "
+            f"or export this one as it is: haq export --checkpoint {path}"
+        )
 
 
 def load_checkpoint(

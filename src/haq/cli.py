@@ -63,17 +63,20 @@ def _emit(text: str, output: str | None) -> None:
 
 # --- haq cost ----------------------------------------------------------------------------
 def cmd_cost(args: CostOptions) -> int:
-    from haq.costing import model_cost_table, policy_report
+    from haq.costing import cost_target, model_cost_table, policy_report
     from haq.models import default_input_shape, load_model_spec
     from haq.policy import Policy
     from haq.weights import load_weights
 
+    target = cost_target(args.policy, args.model, args.hardware, args.shape(), args.batch)
+    if target.note:
+        print(target.note, file=sys.stderr)
     with contextlib.redirect_stdout(sys.stderr):  # what a model builder prints is not output
-        model = load_model_spec(args.model)
+        model = load_model_spec(target.model, **target.model_kwargs)
         if args.weights:
             load_weights(model, args.weights)
-    shape = args.shape() or default_input_shape(args.model)
-    table = model_cost_table(model, shape, args.hardware, args.batch, args.model)
+    shape = target.input_shape or default_input_shape(target.model)
+    table = model_cost_table(model, shape, target.hardware, target.batch, target.model)
     policy = Policy.parse(args.policy, table.layer_names)
     report = policy_report(table, policy)
     if args.table:

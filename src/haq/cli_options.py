@@ -56,10 +56,22 @@ def _seed() -> int:
 class CostOptions:
     """``haq cost``: per-layer latency / energy / size / BOPs of a policy."""
 
-    model: str = opt("mobilenet_v2", "registry name, module:function or file.py:function")
-    hardware: str = opt("bismo-edge", HARDWARE_HELP)
+    model: str | None = opt(
+        None,
+        "registry name, module:function or file.py:function (default: the one a search's "
+        "policy file was searched for, else mobilenet_v2)",
+        show_default=False,
+    )
+    hardware: str | None = opt(
+        None,
+        f"{HARDWARE_HELP} (default: the one a search's policy file was searched on, else "
+        "bismo-edge)",
+        show_default=False,
+    )
     batch: int | None = opt(None, "batch size (default: the preset's)", low=1)
-    input_shape: str | None = opt(None, "C,H,W (default: the model's, e.g. 3,224,224)")
+    input_shape: str | None = opt(
+        None, "C,H,W (default: the policy file's, else the model's, e.g. 3,224,224)"
+    )
     policy: str = opt("w8a8", "wXaY for every layer, or a policy .json")
     weights: str | None = opt(None, WEIGHTS_HELP)
     format: str = opt("table", "report format", choices=("table", "json", "csv"))

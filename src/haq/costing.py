@@ -2,14 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from haq.hardware import HardwareConfig
+from haq.hardware import HardwareConfig, list_hardware
 from haq.hardware.table import CostTable, cost_table, table_for
 from haq.layers import extract_layers
-from haq.policy import Policy
+from haq.policy import Policy, policy_arg
+
+COST_MODEL, COST_HARDWARE = "mobilenet_v2", "bismo-edge"  # haq cost without a policy file
+
+
+@dataclass
+class CostTarget:
+    """The model (architecture, its keyword arguments, input shape) and hardware to cost a
+    policy on, and a note saying where they came from when the user did not name them."""
+
+    model: str
+    hardware: str
+    input_shape: tuple[int, int, int] | None = None
+    batch: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
+def cost_target(
+    policy: str,
+    model: str | None = None,
+    hardware: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    batch: int | None = None,
+) -> CostTarget:
+    """What ``haq cost`` costs: the model and hardware given; else those a search's policy
+    file was searched for (it records them); else MobileNet-V2 on BISMO edge. A policy of one
+    model costed on another (same layer names) gives plausible numbers of the wrong model."""
+    read = policy_arg(policy)
+    info = read.info if isinstance(read, Policy) else {}
+    mine = info.get("model")
+    target = CostTarget(model or mine or COST_MODEL, hardware or COST_HARDWARE, input_shape, batch)
+    if model is None and mine:
+        target.model_kwargs = dict(info.get("model_kwargs") or {})
+        if input_shape is None and info.get("input_shape"):
+            target.input_shape = tuple(int(d) for d in info["input_shape"])  # type: ignore[assignment]
+    searched_on = _hardware_of(info)
+    if hardware is None and searched_on:
+        target.hardware = searched_on
+        target.batch = batch or info.get("batch")
+    name, notes = Path(policy).name, []
+    taken = [what for what, given, found in (("model", model, mine), ("hardware", hardware, searched_on)) if given is None and found]  # fmt: skip
+    if taken:
+        notes.append(f"{' and '.join(taken)} as {name} was searched for ({target.model} on {target.hardware}; --model and --hardware choose others)")  # fmt: skip
+    if model and mine and model != mine:
+        notes.append(f"{name} was searched for {mine}, costed on {model} as asked")
+    target.note = f"note: {'; '.join(notes)}" if notes else None
+    return target
+
+
+def _hardware_of(info: dict[str, Any]) -> str | None:
+    """The hardware a policy was searched on, if it can be found here: the ``--hardware`` of
+    its search (a preset, or a file that still exists), else its hardware's preset name."""
+    for spec in (info.get("hardware_spec"), info.get("hardware")):
+        if isinstance(spec, str) and (spec in list_hardware() or Path(spec).is_file()):
+            return spec
+    return None
 
 
 def model_cost_table(

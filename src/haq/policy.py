@@ -133,6 +133,9 @@ class Policy:
             raise HaqError(f"{p}: not a text file (policy files are UTF-8 JSON)") from err
         except RecursionError as err:
             raise HaqError(f"{p}: nested too deeply to be a policy") from err
+        held = data.get("policy") if isinstance(data, dict) and "format" not in data else None
+        if isinstance(held, dict) and held.get("format") == POLICY_FORMAT:
+            data = held  # a record that holds one: haq finetune's final.json
         return cls.from_dict(data, str(p))
 
     @classmethod

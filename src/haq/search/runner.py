@@ -228,8 +228,10 @@ class Search:
             },
             cost=record["cost"],
             accuracy={"heldout_top1": record["accuracy"], "fp_heldout_top1": c.fp_accuracy},
-            model=c.cfg.model,
             episode=record["episode"],
+            # what it was searched for: haq cost of this file costs that by default
+            **c.model_info,
+            hardware_spec=c.cfg.hardware,
         )
         self.files.save_best(policy)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class SearchContext:
     metrics: list[str]
     check_data: Data | None = None  # images no episode is scored on
     setup_s: float = 0.0  # seconds build_context took (data, calibration, FP evaluation)
+    model_info: dict[str, Any] = field(default_factory=dict)  # architecture, its kwargs, shape
 
     @property
     def names(self) -> list[str]:
@@ -152,7 +153,9 @@ def _build_context(
     device = str(pick_device(cfg.device))
     # everything that can be refused without data comes first: budgets, pins, feasibility
     layers = extract_layers(model, tuple(meta.input_shape))
-    info = {"model": cfg.model, "input_shape": list(meta.input_shape)}
+    info: dict[str, Any] = {"model": cfg.model or meta.model, "input_shape": list(meta.input_shape)}
+    if meta.model_kwargs:
+        info["model_kwargs"] = meta.model_kwargs
     table = table_for(layers, cfg.hardware, cfg.batch, info)
     for metric in cfg.budgets:
         if metric == "energy" and not table.has_energy:
@@ -173,7 +176,7 @@ def _build_context(
     fp = evaluate(model, held_out, device=device).top1
     metrics = [m for m in ("latency", "energy", "size", "bops") if table.metric_available(m)]
     return SearchContext(
-        cfg, setup, table, budgets, pw, pa, fp, metrics, check, time.perf_counter() - t0
+        cfg, setup, table, budgets, pw, pa, fp, metrics, check, time.perf_counter() - t0, info
     )
 
 
