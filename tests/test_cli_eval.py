@@ -255,3 +255,20 @@ def test_export_without_a_checkpoint_uses_the_shipped_model(capsys, tmp_path):
     assert main(["export", "--policy", "w8a8", "--format", "torch", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mobilenet_v2_fmnist.pt quantized with w8a8" in text and out.is_file()
+
+
+def test_a_policy_searched_for_another_model_is_noted(ckpt, capsys, tmp_path):
+    """Layer names alone do not tell MobileNet-V2 from the MobileNet-V2-style reference
+    model: a policy file that records another model is applied with a note saying so."""
+    policy = Policy.from_arrays(NAMES, [8, 4, 4, 8], [8, 4, 4, 8], info={"model": "resnet18"})
+    policy.save(tmp_path / "p.json")
+    argv = ["eval", "--model", "tests.conftest:TinyNet", "--checkpoint", ckpt]
+    assert main([*argv, "--dataset", "digits", "--policy", str(tmp_path / "p.json")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "note: the policy was searched for resnet18; applying it to tests.conftest:TinyNet" in err
+    )
+    policy.info["model"] = "tests.conftest:TinyNet"
+    policy.save(tmp_path / "p.json")
+    assert main([*argv, "--dataset", "digits", "--policy", str(tmp_path / "p.json")]) == 0
+    assert "searched for" not in capsys.readouterr().err

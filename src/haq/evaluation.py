@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from haq.data import Data, calibration_loader, inference_batch, make_loader
-from haq.policy import Policy
+from haq.policy import Policy, policy_arg, policy_for
 from haq.quant.api import Requantizer, quantize
 from haq.quant.calibrate import Calibration
 from haq.specs import DataSpec, ModelSpec, QuantSpec
@@ -214,7 +214,9 @@ def eval_on_test(
     train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     check_outputs(net, shape, test.num_classes, data.dataset)
     built = EvalSetup.build(net, train.view(True), test, quant, workers=data.workers, **setup)
-    pol = Policy.parse(policy, built.calibration.layer_names, mode=mode or "linear")
+    pol = policy_for(
+        policy_arg(policy, mode or "linear"), built.calibration.layer_names, meta.model
+    )
     if mode:
         pol.mode = mode
     test_loader = built.loader(test, built.eval_batch_size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,10 +225,15 @@ def policy_arg(arg: str | Path, mode: str = "linear") -> Policy | Uniform:
     return Uniform(text, mode)
 
 
-def policy_for(policy: Policy | Uniform, names: Sequence[str]) -> Policy:
+def policy_for(policy: Policy | Uniform, names: Sequence[str], model: str = "") -> Policy:
     """``policy`` on the layers ``names``: a file's policy checked against them, a uniform one
-    built for them."""
+    built for them. ``model`` (the architecture's name): a note on stderr when the file was
+    searched for another one whose layer names this model shares (MobileNet-V2 and the
+    MobileNet-V2-style reference model do), since nothing else would tell."""
     if isinstance(policy, Uniform):
         return policy.on(names)
     policy.check_layers(names)
+    mine = policy.info.get("model")
+    if model and isinstance(mine, str) and mine != model:
+        print(f"note: the policy was searched for {mine}; applying it to {model}", file=sys.stderr)
     return policy
