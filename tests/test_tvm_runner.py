@@ -52,7 +52,9 @@ def test_measure_with_tvm_writes_a_table_the_search_accepts(tiny_ckpt: str, tmp_
     assert code == 0, err
     table = CostTable.load(out)
     assert table.meta["runner"] == "tvm-bitserial" and table.meta["bits_measured"] == [1, 4, 8]
-    assert (table.latency_s[:, 7, 7] > table.latency_s[:, 0, 0]).all()
+    # 64 times the work in all, but each of these tiny layers takes microseconds, which a
+    # busy machine can blur layer by layer (seen in CI with other work running): the sum
+    assert table.latency_s[:, 7, 7].sum() > table.latency_s[:, 0, 0].sum()
     cfg = tiny_cfg(tiny_ckpt, hardware=str(out), budgets={"latency": "0.9x"}, keep_8bit=["none"],
                    strategy="greedy", sensitivity_images=64)  # fmt: skip
     summary = search(cfg, tmp_path / "run", progress=False)

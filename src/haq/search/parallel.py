@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from haq.errors import HaqError
 from haq.evaluation import EvalSetup, evaluate_policy
 from haq.policy import Policy
+from haq.search.cluster import import_ray, probe, ray_address
 from haq.search.config import SearchConfig
 
 
@@ -95,39 +95,18 @@ class EvalWorker:
         return result.accuracy.top1, started, time.time() - started
 
 
-def check_workers(cfg: SearchConfig) -> None:
-    """What can be refused about the evaluation workers before any data is read (a search
-    checks it with the options): Ray not installed, a cluster address that takes no
-    connection."""
-    if cfg.eval_workers > 1:
-        _import_ray(cfg.eval_workers)
-        address, source = _ray_address(cfg.ray_address)
-        if address:
-            _probe(address, f"at {address} (from {source})")
-
-
-def _import_ray(n: int) -> Any:
-    try:
-        import ray
-    except ImportError as err:
-        raise HaqError(
-            f"--eval-workers {n} needs Ray: pip install 'haq[ray]' (or run with --eval-workers 1)"
-        ) from err
-    return ray
-
-
 class RayPool:
     """``n`` EvalWorker actors on a Ray cluster (started here unless ``address`` is given)."""
 
     def __init__(self, cfg: SearchConfig, n: int) -> None:
-        ray = _import_ray(n)
+        ray = import_ray(n)
         self.ray, self.workers, self.replaced = ray, n, 0
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
-            address, source = _ray_address(cfg.ray_address)
+            address, source = ray_address(cfg.ray_address)
             where = f"at {address} (from {source})" if address else "on this machine"
             if address:
-                _probe(address, where)  # again: it may have gone since the search's start
+                probe(address, where)  # again: it may have gone since the search's start
             try:
                 if address:
                     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -183,29 +162,6 @@ class RayPool:
             self.ray.kill(actor)
         if self.started_ray:
             self.ray.shutdown()
-
-
-def _ray_address(given: str | None) -> tuple[str | None, str]:
-    """The cluster to join and where that came from: ``--ray-address``, else the
-    ``RAY_ADDRESS`` environment variable (which Ray itself would read), else none."""
-    if given:
-        return given, "--ray-address"
-    env = os.environ.get("RAY_ADDRESS", "").strip()
-    return (env, "the RAY_ADDRESS environment variable") if env else (None, "")
-
-
-def _probe(address: str, where: str, timeout_s: float = 30.0) -> None:
-    """Fail in one line, within ``timeout_s``, when a ``host:port`` address takes no
-    connection (Ray itself retries for minutes); ``auto`` and other forms go to Ray."""
-    host, sep, port = address.split("://")[-1].rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except OSError as err:
-        why = err.strerror or type(err).__name__
-        raise HaqError(f"cannot reach the Ray cluster {where}: {why}") from err
 
 
 def _start_local_ray(ray: Any) -> None:

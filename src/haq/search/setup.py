@@ -25,8 +25,8 @@ from haq.evaluation import EvalSetup
 from haq.hardware.table import CostTable, table_for
 from haq.layers import extract_layers
 from haq.search.budget import Budget, check_feasible, parse_budget
+from haq.search.cluster import check_workers
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
-from haq.search.parallel import check_workers
 from haq.search.rundir import RunDir
 from haq.specs import QuantSpec
 from haq.textfmt import STAGE_BAR
