@@ -1,5 +1,6 @@
 """Quantizers, the quantize verb, and training utilities on real (digits) data."""
 
+import copy
 import itertools
 
 import pytest
@@ -380,3 +381,29 @@ def test_a_compiled_search_compiles_once_for_all_its_policies(digits):
     with torch.no_grad():  # the batch dimension is dynamic from the first call
         Compiled(net).eval()(test.images[:10]), Compiled(net).eval()(test.images[:7])
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_pruned_layer_or_channel_trains_without_nan(tiny_net, digits, per_channel):
+    """All-zero weights (a pruned layer, pruned output channels) had a clip of 0, so the
+    weight quantizer divided 0 by 0: NaN outputs and gradients, a finetune that "diverged".
+    Their clip is a tiny positive number now; they quantize to exact zeros."""
+    train, _ = digits
+    net = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        net.body[2].weight.zero_()  # the depthwise conv, whole
+        net.body[5].weight[:4].zero_()  # four output channels of the pointwise conv
+    x, y = train.images[:32], train.labels[:32]
+    for method, spec in itertools.product(("kl", "mse", "max"), ("w2a2", "w4a4", "w8a8")):
+        q = quantize(net, spec, calibration=TensorLoader(train, 128), per_channel=per_channel, weight_clip=method)  # fmt: skip
+        layers = quant_layers(q)
+        assert (layers["body.2"].w_clip > 0).all()
+        assert torch.equal(
+            layers["body.2"].quantized_weight(), torch.zeros_like(net.body[2].weight)
+        )
+        assert not layers["body.5"].quantized_weight()[:4].any()
+        q.train()
+        torch.nn.functional.cross_entropy(q(x), y).backward()
+        for name, p in q.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), (method, spec, name)
+        assert torch.isfinite(q.eval()(x)).all()

@@ -438,6 +438,11 @@ def _mse_clips(rows: np.ndarray, bits: int) -> list[float]:
     return out
 
 
+# the clip of an all-zero weight row at 2 bits and more: any positive value quantizes it to the
+# same zeros; this one is the least scale torch's own observers use (float32's eps)
+ZERO_ROW_CLIP = float(torch.finfo(torch.float32).eps)
+
+
 def weight_clips(
     w: Tensor, bits: Iterable[int], method: str = "kl", per_channel: bool = False,
     kl_below_bits: int = 5,
@@ -460,6 +465,9 @@ def weight_clips(
         elif method == "mse":
             clips[b] = _mse_clips(rows_np, b)
     out = {b: torch.tensor(clips[b], dtype=w.dtype, device=w.device) for b in widths}
+    for b in widths:  # an all-zero row (a pruned layer or channel): w / (0 / levels) is NaN
+        if b > 1:
+            out[b] = torch.where(out[b] > 0, out[b], ZERO_ROW_CLIP)
     return out if per_channel else {b: c[0] for b, c in out.items()}
 
 
@@ -468,8 +476,9 @@ def weight_clip(
 ) -> Tensor:
     """The clip value(s) for a weight tensor: shape () per tensor, (out_channels,) per channel.
 
-    Never exceeds max|w| (per tensor or per channel). The KL and MSE searches run for all
-    channels at once.
+    Never exceeds max|w| (per tensor or per channel), except for an all-zero tensor or channel
+    (pruned): :data:`ZERO_ROW_CLIP`, not 0, at 2 bits and more. The KL and MSE searches run
+    for all channels at once.
     """
     return weight_clips(w, [bits], method, per_channel, kl_below_bits)[bits]
 
