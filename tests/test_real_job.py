@@ -110,8 +110,14 @@ def test_folder_layout_and_splits(folder: Path, tmp_path: Path) -> None:
     (flat / "b").mkdir()
     for i in range(20):
         Image.new("L", (28, 28), i).save(flat / ("a" if i % 2 else "b") / f"{i}.png")
+    # what a Mac or a notebook leaves beside the images is not part of the data
+    (flat / "a" / "._1.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (flat / "b" / ".ipynb_checkpoints").mkdir()
+    Image.new("L", (28, 28), 0).save(flat / "b" / ".ipynb_checkpoints" / "x.png")
+    (flat / ".ipynb_checkpoints").mkdir()
     tr, te = load_imagefolder(flat, prep, True), load_imagefolder(flat, prep, False)
     assert (len(tr), len(te)) == (18, 2) and not set(tr.files) & set(te.files)
+    assert tr.classes == ["a", "b"] and not any("/." in f for f in [*tr.files, *te.files])
     with pytest.raises(HaqError, match="no class folders"):
         load_imagefolder(tmp_path / "flat" / "a", prep, True)
     with pytest.raises(HaqError, match="not found"):

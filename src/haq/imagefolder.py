@@ -243,9 +243,10 @@ class SeededSampler(Sampler):
 def _scan(root: Path) -> tuple[list[str], list[str], list[int]]:
     """Sorted class folders and (file, class index) pairs of an ImageFolder directory.
 
-    Symlinked directories are followed once: a directory already visited, another class's
-    folder, or one that contains the folder being scanned (a link to ``..``), is skipped; a file reached twice
-    (through links) is counted once, under the first class that reached it, with a note.
+    Hidden files and folders (a leading dot) are skipped. Symlinked directories are followed
+    once: a directory already visited, another class's folder, or one that contains the
+    folder being scanned (a link to ``..``), is skipped; a file reached twice (through links)
+    is counted once, under the first class that reached it, with a note.
     """
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -266,9 +267,11 @@ def _scan(root: Path) -> tuple[list[str], list[str], list[int]]:
                 dirnames.clear()  # a loop or a second way in: nothing new below
                 continue
             visited.add(here)
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for f in sorted(filenames):
-                if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                # hidden files are no images of the class: macOS copies leave "._x.jpg"
+                # metadata beside every x.jpg, notebooks a .ipynb_checkpoints folder
+                if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."):
                     real = os.path.realpath(os.path.join(dirpath, f))
                     if real in seen:
                         repeats += 1
