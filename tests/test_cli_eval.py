@@ -272,3 +272,21 @@ def test_a_policy_searched_for_another_model_is_noted(ckpt, capsys, tmp_path):
     policy.save(tmp_path / "p.json")
     assert main([*argv, "--dataset", "digits", "--policy", str(tmp_path / "p.json")]) == 0
     assert "searched for" not in capsys.readouterr().err
+
+
+def test_bars_redraw_every_30_s_into_a_log_and_often_on_a_terminal(monkeypatch):
+    """A search logged to a file wrote ten bar frames a second (megabytes over a long run);
+    into anything that is not a terminal a bar now redraws every 30 s."""
+    import os
+    import pty
+
+    from haq.textfmt import LOG_REDRAW_S, progress_bar
+
+    with progress_bar(total=3, desc="x") as bar:  # pytest captures stderr: not a terminal
+        assert bar.mininterval == LOG_REDRAW_S == 30.0
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        monkeypatch.setattr("sys.stderr", terminal)
+        with progress_bar(total=3, desc="x") as bar:
+            assert bar.mininterval == 0.1  # tqdm's own
+    os.close(leader)

@@ -125,11 +125,10 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: MeasureOptions) -> int:
-    from tqdm import tqdm
-
     from haq.hardware.measure import measure_table
     from haq.layers import extract_layers
     from haq.models import default_input_shape, load_model_spec
+    from haq.textfmt import progress_bar
 
     try:
         bits = [int(b) for b in args.bits.split(",") if b.strip()]
@@ -142,7 +141,9 @@ def cmd_measure(args: MeasureOptions) -> int:
 
     def progress(done: int, total: int, seconds: float) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc="measure (layers)", disable=args.no_progress))
+            bars.append(
+                progress_bar(total=total, desc="measure (layers)", disable=args.no_progress)
+            )
         bars[0].update(done - bars[0].n)
 
     try:

@@ -1,13 +1,26 @@
-"""Plain-text tables for the terminal (no dependency on a table library), and the format of
-the bars that name the stage of a multi-stage step."""
+"""Plain-text tables for the terminal (no dependency on a table library), and haq's progress
+bars: how they redraw, and the format of those that name the stage of a multi-stage step."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tqdm import tqdm
+
 # a tqdm bar_format for steps made of a few named stages: "setup: 2/4 [00:03, clips]"
 STAGE_BAR = "{desc}: {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+LOG_REDRAW_S = 30.0  # how often a bar redraws into a log file or a pipe
+
+
+def progress_bar(iterable: Any = None, **options: Any) -> tqdm:
+    """A tqdm bar on stderr. Into a log file or a pipe (not a terminal) it redraws every
+    :data:`LOG_REDRAW_S` seconds instead of up to ten times a second, so a long search's log
+    holds progress lines, not megabytes of them."""
+    if not sys.stderr.isatty():
+        options.setdefault("mininterval", LOG_REDRAW_S)
+    return tqdm(iterable, **options)
 
 
 def fmt_num(value: Any, digits: int = 3) -> str:

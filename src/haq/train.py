@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from haq.data import check_batches
 from haq.errors import HaqError
 from haq.fileio import load_payload, save_payload
+from haq.textfmt import progress_bar
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 
@@ -86,7 +86,7 @@ def evaluate(
     model.to(dev, memory_format=_memory_format(dev)).eval()  # type: ignore[call-overload]
     sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, top-1, top-5 hits
     n = 0
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for x, y in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         x, y = _to(x, dev), y.to(dev, non_blocking=True)
         out = model(x)
         top = out.topk(min(5, out.shape[1]), dim=1).indices
@@ -235,7 +235,7 @@ def _train(
     state = _Resumable(model, opt, gen, loader, dev)
     start = state.restore(checkpoint, steps) if checkpoint else 0
     show = steps >= 200 if progress is None else progress
-    bar = tqdm(total=steps, initial=start, desc="finetune", leave=False, disable=not show)
+    bar = progress_bar(total=steps, initial=start, desc="finetune", leave=False, disable=not show)
     for step, (x, y) in enumerate(_cycle(loader, steps - start), start):
         if spec.schedule == "cosine":
             for g in opt.param_groups:

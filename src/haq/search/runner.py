@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from haq.errors import HaqError
 from haq.evaluation import evaluate_policy
@@ -32,6 +31,7 @@ from haq.search.setup import Announce, SearchContext, build_context, resolve_con
 from haq.search.state import SearchState, policy_key
 from haq.search.strategies import REGISTRY, Proposal, Strategy
 from haq.search.summary import summarize
+from haq.textfmt import progress_bar
 
 
 @dataclass
@@ -251,7 +251,7 @@ class Search:
         total = self.strategy.total()
         if self.state.episode < total:
             self.pool = make_pool(cfg, self.ctx.setup)
-        bar = tqdm(
+        bar = progress_bar(
             total=total, initial=self.state.episode, desc=f"search ({cfg.strategy})",
             disable=not self.progress,
         )  # fmt: skip

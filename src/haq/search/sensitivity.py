@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from haq.data import first_images
 from haq.evaluation import EvalSetup
 from haq.quant.api import quant_layer, set_layer
 from haq.search.replay import PrefixReplay
+from haq.textfmt import progress_bar
 from haq.train import pick_device
 
 
@@ -105,7 +105,7 @@ def measure_sensitivity(
         for job in _jobs(len(names), bits, pinned_w, pinned_a, weights_only)
         if job[1] == "w" or not calib.reads_network_input.get(names[job[0]], False)
     ]  # the image is never re-quantized: no activation sensitivity for a layer reading it
-    for i, operand, b in tqdm(jobs, desc="sensitivity", leave=False, disable=not progress):
+    for i, operand, b in progress_bar(jobs, desc="sensitivity", leave=False, disable=not progress):
         name = names[i]
         layer = modules[name]
         weight = layer.weight  # type: ignore[union-attr]

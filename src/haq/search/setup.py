@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from torch import nn
-from tqdm import tqdm
 
 from haq.checkpoint import (
     CheckpointMeta,
@@ -29,7 +28,7 @@ from haq.search.cluster import check_workers
 from haq.search.config import CHANGEABLE_ON_RESUME, SearchConfig
 from haq.search.rundir import RunDir
 from haq.specs import QuantSpec
-from haq.textfmt import STAGE_BAR
+from haq.textfmt import STAGE_BAR, progress_bar
 from haq.train import evaluate, load_optimizers, pick_device
 
 
@@ -129,7 +128,7 @@ def build_context(
     """Everything before the first episode, including the feasibility check; with
     ``progress`` a bar names each stage as it starts. ``announce(cfg)`` is called once the
     checks that need no data passed (options, model, hardware, budgets, feasibility)."""
-    with tqdm(
+    with progress_bar(
         total=4, desc="setup", disable=not progress, leave=False, bar_format=STAGE_BAR
     ) as bar:
         started: list[str] = []

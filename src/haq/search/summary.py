@@ -8,12 +8,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from haq.evaluation import evaluate_policy
 from haq.search.baselines import largest_uniform_bits
 from haq.search.state import policy_key
-from haq.textfmt import STAGE_BAR
+from haq.textfmt import STAGE_BAR, progress_bar
 from haq.train import evaluate
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def summarize(s: Search) -> dict[str, Any]:
     records = s.files.read_episodes()
     best = max(records, key=lambda r: r["reward"])
     bw, ba = np.array(best["w_bits"]), np.array(best["a_bits"])
-    with tqdm(total=2, desc="summary", disable=not s.progress, leave=False, bar_format=STAGE_BAR) as bar:  # fmt: skip
+    with progress_bar(total=2, desc="summary", disable=not s.progress, leave=False, bar_format=STAGE_BAR) as bar:  # fmt: skip
         bar.set_postfix_str("the largest uniform policy")
         uniform = _uniform_summary(s)
         bar.update(1)
