@@ -441,6 +441,19 @@ def test_cli_search_bad_sigma_decay_one_line(capsys, tiny_ckpt, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_an_agent_search_shorter_than_its_warm_up_says_so(capsys, tiny_ckpt, tmp_path):
+    """--strategy haq --episodes 3 ran three random policies under the agent's name."""
+    args = ["search", "--model", "tests.conftest:TinyNet", "--checkpoint", tiny_ckpt]
+    args += ["--dataset", "digits", "--energy", "0.85x", "--hardware", "bitfusion"]
+    args += ["--finetune-steps", "1", "--finetune-size", "600", "--heldout-size", "300"]
+    args += ["--check-size", "300", "--strategy", "haq", "--no-progress", "--no-report"]
+    assert main([*args, "--episodes", "2", "--warmup", "2", "--out", str(tmp_path / "a")]) == 0
+    note = "note: all 2 episodes are the agent's random warm-up (--warmup 2)"
+    assert note in capsys.readouterr().err
+    assert main([*args, "--episodes", "3", "--warmup", "2", "--out", str(tmp_path / "b")]) == 0
+    assert "warm-up" not in capsys.readouterr().err
+
+
 def test_redraws_turn_repeats_of_a_converged_agent_into_new_policies(tiny_ckpt, tmp_path):
     def run(name, redraws):
         ddpg = DDPGConfig(warmup_episodes=2, seed=0, sigma_decay=0.01, redraws=redraws)

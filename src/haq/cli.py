@@ -226,6 +226,12 @@ def _announce_search(out: str, auto: bool, cfg: SearchConfig) -> None:
             f"{', '.join(cfg.budgets)} budgets: the benchmark's winner; --strategy haq runs "
             "the paper's agent)"
         )
+    warmup = cfg.ddpg.warmup_episodes
+    if cfg.strategy.startswith("haq") and int(cfg.episodes or 0) <= warmup:
+        lines.append(
+            f"note: all {cfg.episodes} episodes are the agent's random warm-up (--warmup "
+            f"{warmup}): it never acts on what it learns; give more --episodes or less --warmup"
+        )
     if cfg.compile:
         lines.append(
             "--compile: the first evaluation compiles the quantized model (minutes); later "
