@@ -135,3 +135,36 @@ def test_a_checkpoint_brings_its_own_model(tiny_ckpt: str, tmp_path: Path) -> No
     summary = search(None, tmp_path / "run", progress=False, **overrides)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"] == "tests.conftest:TinyNet" and summary["episodes"] == 1
+
+
+def test_a_run_started_with_relative_paths_works_from_any_directory(
+    tiny_ckpt, tmp_path, monkeypatch
+):
+    """config.json kept paths as typed, so report, resume, finetune and export of a run
+    failed with "not found" from any directory but the one the search started in (a
+    `cd runs; haq report x` away). New runs save them absolute."""
+    from haq.cli import main
+
+    start, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    (start / "tiny.pt").write_bytes(Path(tiny_ckpt).read_bytes())
+    (start / "net.py").write_text("from tests.conftest import TinyNet\n\ndef net():\n    return TinyNet()\n")  # fmt: skip
+    monkeypatch.chdir(start)
+    assert main(["cost", "--model", "net.py:net", "--input-shape", "1,8,8", "--hardware", "bitfusion", "--table", "t.npz"]) == 0  # fmt: skip
+    argv = ["search", "--model", "net.py:net", "--checkpoint", "tiny.pt", "--dataset", "digits"]
+    argv += ["--hardware", "t.npz", "--latency", "0.9x", "--keep-8bit", "none"]
+    argv += ["--finetune-steps", "1", "--finetune-size", "600", "--heldout-size", "300"]
+    argv += ["--check-size", "300", "--episodes", "2", "--strategy", "random", "--no-progress"]
+    assert main([*argv, "--out", "runs/r"]) == 0
+    config = json.loads((start / "runs/r/config.json").read_text())
+    assert config["checkpoint"] == str(start / "tiny.pt")
+    assert config["hardware"] == str(start / "t.npz")
+    assert config["model"] == f"{start / 'net.py'}:net"
+    monkeypatch.chdir(elsewhere)
+    run = str(start / "runs/r")
+    assert main(["report", run, "--out", "rep"]) == 0
+    assert main(["search", "--resume", run, "--episodes", "3", "--no-progress"]) == 0
+    assert main(["finetune", "--run", run, "--epochs", "1", "--no-progress"]) == 0
+    assert main(["export", "--run", run, "--format", "torch", "--out", "m.pt"]) == 0
+    assert len((start / "runs/r/episodes.jsonl").read_text().splitlines()) == 3

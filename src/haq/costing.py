@@ -57,17 +57,22 @@ def cost_target(
         notes.append(f"{' and '.join(taken)} as {name} was searched for ({target.model} on {target.hardware}; --model and --hardware choose others)")  # fmt: skip
     if model and mine and model != mine:
         notes.append(f"{name} was searched for {mine}, costed on {model} as asked")
+    lost = info.get("hardware_spec")
+    if hardware is None and isinstance(lost, str) and searched_on is None:
+        notes.append(f"{name} was searched on {lost}, not found here: costed on {target.hardware}")
     target.note = f"note: {'; '.join(notes)}" if notes else None
     return target
 
 
 def _hardware_of(info: dict[str, Any]) -> str | None:
     """The hardware a policy was searched on, if it can be found here: the ``--hardware`` of
-    its search (a preset, or a file that still exists), else its hardware's preset name."""
-    for spec in (info.get("hardware_spec"), info.get("hardware")):
-        if isinstance(spec, str) and (spec in list_hardware() or Path(spec).is_file()):
-            return spec
-    return None
+    its search (a preset, or a file that still exists); for files written before searches
+    recorded it, the preset its hardware is named after."""
+    spec = info.get("hardware_spec")
+    if isinstance(spec, str):
+        return spec if spec in list_hardware() or Path(spec).is_file() else None
+    name = info.get("hardware")
+    return name if isinstance(name, str) and name in list_hardware() else None
 
 
 def model_cost_table(

@@ -5,6 +5,7 @@ saved as ``config.json`` in the run directory. ``haq search``'s flags are genera
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
         saves them (so a resumed run keeps them): the strategy ``auto`` picks, its episode
         count and the agent's exploration decay stretched to it."""
         self._check_strategy()  # before its preset is looked up
-        cfg = copy.deepcopy(self)
+        cfg = self.anchored()
         if cfg.model is None:  # saved explicitly: the run's model never depends on a default
             cfg.model = self.default_model()
         if cfg.strategy == "auto":
@@ -178,6 +179,26 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
         if cfg.ddpg.sigma_decay is None:
             decay = stretched_sigma_decay(cfg.episodes, cfg.ddpg.warmup_episodes)
             cfg.ddpg = replace(cfg.ddpg, sigma_decay=decay)
+        return cfg
+
+    def anchored(self) -> SearchConfig:
+        """A copy whose file paths (checkpoint, weights, a hardware file, an image folder, a
+        model's ``file.py``) are absolute, taken from the working directory: a run's
+        ``config.json`` then works from any directory (resume, report, finetune, export);
+        relative, it failed with "not found" anywhere but where the search started."""
+        cfg = copy.deepcopy(self)
+        for name in ("checkpoint", "weights"):
+            if getattr(cfg, name):
+                setattr(cfg, name, _absolute(getattr(cfg, name)))
+        if Path(cfg.hardware).suffix.lower() in HARDWARE_FILE_SUFFIXES:
+            cfg.hardware = _absolute(cfg.hardware)
+        kind, sep, folder = cfg.dataset.partition(":")
+        if sep and kind == "imagefolder" and folder:
+            cfg.dataset = f"imagefolder:{_absolute(folder)}"
+        if cfg.model:
+            file, sep, fn = cfg.model.rpartition(":")
+            if sep and file.endswith(".py"):
+                cfg.model = f"{_absolute(file)}:{fn}"
         return cfg
 
     def default_model(self) -> str:
@@ -272,3 +293,13 @@ class SearchConfig(QuantSpec, DataSpec, ModelSpec):
             raise HaqError(f"{path}: {str(err).removeprefix('config: ')}") from err
         except (TypeError, ValueError, AttributeError) as err:
             raise HaqError(f"{path}: not a valid search configuration ({err})") from err
+
+
+HARDWARE_FILE_SUFFIXES = (".toml", ".npz", ".npy")  # else a preset name
+
+
+def _absolute(path: str) -> str:
+    """``path`` from the working directory (``~`` expanded; links kept as written) when it
+    exists; else as typed, for the error that names it."""
+    full = os.path.abspath(os.path.expanduser(path))
+    return full if os.path.exists(full) else path

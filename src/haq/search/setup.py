@@ -198,8 +198,8 @@ def resolve_config(
     files = RunDir(out)
     if not files.config.is_file():
         raise HaqError(f"{out}: cannot resume: no config.json there")
-    saved = files.load_config()
-    wanted = (cfg or saved).with_overrides(overrides)
+    saved = files.load_config().anchored()  # a run saved with relative paths: from here
+    wanted = (cfg or saved).with_overrides(overrides).anchored()
     if wanted.model is None:  # a caller's config without the resolved value
         wanted.model = saved.model
     if wanted.ddpg.sigma_decay is None:  # a caller's config without the resolved value
