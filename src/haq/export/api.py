@@ -52,8 +52,9 @@ def load_for_export(
         files.load_best()  # refuses a directory without one
         cfg = files.load_config()
         return _from_pretrained(
-            policy_path or files.best, ModelSpec.of(cfg), DataSpec.of(cfg), QuantSpec.of(cfg)
-        )
+            policy_path or files.best, ModelSpec.of(cfg), DataSpec.of(cfg), QuantSpec.of(cfg),
+            cfg.mode,
+        )  # fmt: skip
     if model.checkpoint is not None and _is_quantized(model.checkpoint):
         return _from_quantized(Path(model.checkpoint), policy_path)
     if policy_path is None:
@@ -80,9 +81,14 @@ def _from_quantized(
 
 
 def _from_pretrained(
-    policy_path: str | Path, spec: ModelSpec, data: DataSpec, quant: QuantSpec
+    policy_path: str | Path,
+    spec: ModelSpec,
+    data: DataSpec,
+    quant: QuantSpec,
+    mode: str = "linear",
 ) -> tuple[nn.Module, Policy, dict[str, Any], str]:
-    read = policy_arg(policy_path)
+    """``mode``: the quantizer of a ``wXaY`` policy (a run's own; a file says its own)."""
+    read = policy_arg(policy_path, mode)
     net, meta = resolve_model(spec.model_name(), spec.checkpoint, spec.weights)
     ckpt = spec.checkpoint or spec.weights or builtin_checkpoint(meta.model)
     train = model_data(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
