@@ -180,3 +180,17 @@ def test_export_cli_from_run_and_bad_policy(runs, tmp_path, capsys, tiny_ckpt):
     )
     err = capsys.readouterr().err
     assert code == 2 and "version 7 is not supported" in err and not (tmp_path / "x.pt").exists()
+
+
+def test_a_uniform_policy_exported_from_a_kmeans_run_is_kmeans(tiny_ckpt, tmp_path):
+    """``haq export --run R --policy w4a8``: the run's quantizer, as its own policies have."""
+    cfg = SearchConfig(
+        model="tests.conftest:TinyNet", checkpoint=tiny_ckpt, dataset="digits",
+        hardware="bitfusion", mode="kmeans", budgets={"size": "0.5x"}, episodes=2,
+        strategy="random", finetune_steps=1, finetune_size=600, heldout_size=300,
+        check_size=300, batch_size=32,
+    )  # fmt: skip
+    search(cfg, tmp_path / "km", progress=False)
+    _, policy, _, source = load_for_export(run=tmp_path / "km", policy_path="w4a8")
+    assert policy.mode == "kmeans" and policy.key() == ((4, 8),) * 4
+    assert "quantized with w4a8" in source
