@@ -138,7 +138,7 @@ def test_a_checkpoint_brings_its_own_model(tiny_ckpt: str, tmp_path: Path) -> No
 
 
 def test_a_run_started_with_relative_paths_works_from_any_directory(
-    tiny_ckpt, tmp_path, monkeypatch
+    tiny_ckpt, tmp_path, monkeypatch, capsys
 ):
     """config.json kept paths as typed, so report, resume, finetune and export of a run
     failed with "not found" from any directory but the one the search started in (a
@@ -165,6 +165,8 @@ def test_a_run_started_with_relative_paths_works_from_any_directory(
     run = str(start / "runs/r")
     assert main(["report", run, "--out", "rep"]) == 0
     assert main(["search", "--resume", run, "--episodes", "3", "--no-progress"]) == 0
+    capsys.readouterr()
     assert main(["finetune", "--run", run, "--epochs", "1", "--no-progress"]) == 0
+    assert "searched for" not in capsys.readouterr().err  # the same model, however written
     assert main(["export", "--run", run, "--format", "torch", "--out", "m.pt"]) == 0
     assert len((start / "runs/r/episodes.jsonl").read_text().splitlines()) == 3

@@ -214,9 +214,8 @@ def eval_on_test(
     train, test = model_splits(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     check_outputs(net, shape, test.num_classes, data.dataset)
     built = EvalSetup.build(net, train.view(True), test, quant, workers=data.workers, **setup)
-    pol = policy_for(
-        policy_arg(policy, mode or "linear"), built.calibration.layer_names, meta.model
-    )
+    used = model.model_name() or meta.model  # the spec the model was built from
+    pol = policy_for(policy_arg(policy, mode or "linear"), built.calibration.layer_names, used)
     if mode:
         pol.mode = mode
     test_loader = built.loader(test, built.eval_batch_size)

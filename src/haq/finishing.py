@@ -58,7 +58,7 @@ def final_finetune(
         return make_loader(split, size, shuffle, train.seed, data.workers, pin_memory=cuda)
 
     calib = Calibration(net, *calibration_loader(train_data, quant.calib_batches, data.workers))
-    policy = policy_for(policy, calib.layer_names, meta.model)
+    policy = policy_for(policy, calib.layer_names, model.model_name() or meta.model)
     test_batch = inference_batch(test, 512, device)
 
     def score(m: Any, desc: str) -> Accuracy:

@@ -93,7 +93,7 @@ def _from_pretrained(
     ckpt = spec.checkpoint or spec.weights or builtin_checkpoint(meta.model)
     train = model_data(data.dataset, meta, data.crop_ratio, data.min_crop_scale)
     calib = Calibration(net, *calibration_loader(train, quant.calib_batches, data.workers))
-    policy = policy_for(read, calib.layer_names, meta.model)
+    policy = policy_for(read, calib.layer_names, spec.model_name() or meta.model)
     q = quantize(
         net,
         policy,
