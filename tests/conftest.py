@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -109,3 +112,17 @@ def stop_at_step(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", step)
+
+
+def stopped_and_resumed(
+    run: Callable[..., Any], where: Any, monkeypatch: pytest.MonkeyPatch, step: int
+) -> Any:
+    """``run(where)`` stopped by Ctrl-C at its ``step``-th SGD step, then run again with the
+    same epoch checkpoint ``where``: what the second try returns (the checkpoint must exist
+    between the two)."""
+    stop_at_step(monkeypatch, step)
+    with pytest.raises(KeyboardInterrupt):
+        run(where)
+    monkeypatch.undo()
+    assert where.path.is_file()
+    return run(where)

@@ -16,7 +16,7 @@ from haq.quant.kmeans import cluster_counts, kmeans_1d, shared_weight
 from haq.quant.linear import quantize_symmetric, quantize_unsigned, weight_clip
 from haq.quant.modules import quant_layers
 from haq.train import Compiled, evaluate, finetune
-from tests.conftest import stop_at_step
+from tests.conftest import stopped_and_resumed
 
 
 @pytest.fixture(scope="module")
@@ -270,12 +270,7 @@ def test_a_finetune_stopped_mid_epoch_continues_from_its_last_epoch_to_the_same_
 
     clean = run()
     where = EpochCheckpoint(tmp_path / "f.partial", key="k")
-    stop_at_step(monkeypatch, 30)
-    with pytest.raises(KeyboardInterrupt):
-        run(where)
-    monkeypatch.undo()
-    assert where.path.is_file()
-    resumed = run(where)
+    resumed = stopped_and_resumed(run, where, monkeypatch, 30)
     for key, value in clean.items():
         assert torch.equal(value, resumed[key]), key
     other = run(EpochCheckpoint(where.path, key="another"))  # starts over: the same result

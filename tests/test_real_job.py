@@ -26,7 +26,7 @@ from haq.imagefolder import FolderData, Preprocess, SeededSampler, load_imagefol
 from haq.search.config import SearchConfig
 from haq.train import finetune, pick_device
 from haq.weights import load_weights, read_state_dict
-from tests.conftest import stop_at_step
+from tests.conftest import stopped_and_resumed
 
 FMNIST = dict(mean="0.2860", std="0.3530", crop_ratio="1")
 MODEL = "mobilenet_v2_fmnist"
@@ -72,12 +72,7 @@ def test_a_finetune_on_an_image_folder_continues_from_its_epoch_checkpoint_to_th
         return model.state_dict()
 
     clean = run()
-    where = EpochCheckpoint(tmp_path / "f.partial", key="k")
-    stop_at_step(monkeypatch, 8)
-    with pytest.raises(KeyboardInterrupt):
-        run(where)
-    monkeypatch.undo()
-    resumed = run(where)
+    resumed = stopped_and_resumed(run, EpochCheckpoint(tmp_path / "f.partial", key="k"), monkeypatch, 8)  # fmt: skip
     assert [k for k, v in clean.items() if not torch.equal(v, resumed[k])] == []
 
 
