@@ -11,7 +11,7 @@ from torch import nn
 from haq.hardware import HardwareConfig, list_hardware
 from haq.hardware.table import CostTable, cost_table, table_for
 from haq.layers import extract_layers
-from haq.policy import Policy, policy_arg
+from haq.policy import Policy, policy_arg, same_model
 
 COST_MODEL, COST_HARDWARE = "mobilenet_v2", "bismo-edge"  # haq cost without a policy file
 
@@ -55,7 +55,7 @@ def cost_target(
     taken = [what for what, given, found in (("model", model, mine), ("hardware", hardware, searched_on)) if given is None and found]  # fmt: skip
     if taken:
         notes.append(f"{' and '.join(taken)} as {name} was searched for ({target.model} on {target.hardware}; --model and --hardware choose others)")  # fmt: skip
-    if model and mine and model != mine:
+    if model and mine and not same_model(model, mine):
         notes.append(f"{name} was searched for {mine}, costed on {model} as asked")
     lost = info.get("hardware_spec")
     if hardware is None and isinstance(lost, str) and searched_on is None:

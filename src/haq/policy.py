@@ -234,13 +234,17 @@ def policy_for(policy: Policy | Uniform, names: Sequence[str], model: str = "") 
         return policy.on(names)
     policy.check_layers(names)
     mine = policy.info.get("model")
-    if model and isinstance(mine, str) and _model_name(mine) != _model_name(model):
+    if model and isinstance(mine, str) and not same_model(mine, model):
         print(f"note: the policy was searched for {mine}; applying it to {model}", file=sys.stderr)
     return policy
 
 
-def _model_name(spec: str) -> str:
-    """A model spec without the directory of its ``file.py`` (a run saves it absolute, a
-    checkpoint as it was typed)."""
-    file, sep, fn = spec.rpartition(":")
-    return f"{Path(file).name}:{fn}" if sep and file.endswith(".py") else spec
+def same_model(a: str, b: str) -> bool:
+    """Two model specs name the same model, a ``file.py`` by its name only (a run saves it
+    absolute, a checkpoint or a command line as it was typed)."""
+
+    def bare(spec: str) -> str:
+        file, sep, fn = spec.rpartition(":")
+        return f"{Path(file).name}:{fn}" if sep and file.endswith(".py") else spec
+
+    return bare(a) == bare(b)
