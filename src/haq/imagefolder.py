@@ -178,14 +178,15 @@ class FolderData(Dataset):
     def with_classes(self, classes: list[str], where: str) -> FolderData:
         """The same images labelled by their class names' places in ``classes`` (a model's
         outputs, in the order it was trained with); a class not among them is refused."""
-        unknown = [c for c in self.classes if c not in set(classes)]
+        places = {c: i for i, c in enumerate(classes)}
+        unknown = [c for c in self.classes if c not in places]
         if unknown:
             raise HaqError(
                 f"{where} has {len(unknown)} class(es) the model was not trained on "
                 f"({', '.join(unknown[:3])}); its classes, recorded by haq import: "
                 f"{', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}"
             )
-        place = np.array([classes.index(c) for c in self.classes], dtype=np.int64)
+        place = np.array([places[c] for c in self.classes], dtype=np.int64)
         return FolderData(self.files, place[self.labels], classes, self.preprocess, self.train)
 
     def view(self, train: bool) -> FolderData:
